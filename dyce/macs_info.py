@@ -34,6 +34,7 @@ class MacsInfo:
             ``shared.macs`` already added.
         ori_macs: MACs of the original model.
         raw: the JSON dictionary as given (written back unchanged).
+        source: file it was read from (for error messages), or ``None``.
     """
 
     head_names: tuple[str, ...]
@@ -41,6 +42,7 @@ class MacsInfo:
     backbone_macs: np.ndarray
     ori_macs: int
     raw: dict
+    source: str | None = None
 
     @property
     def num_positions(self) -> int:
@@ -105,6 +107,7 @@ def parse_macs_info(data: dict, source: str | os.PathLike | None = None) -> Macs
         backbone_macs=bb,
         ori_macs=ori,
         raw=data,
+        source=where,
     )
 
 
