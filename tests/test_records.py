@@ -291,3 +291,17 @@ def test_check_values_flags_out_of_range_predictions():
     with pytest.raises(DyceError) as error:
         records.check_values()
     assert error.value.field == "pred_1"
+
+
+def test_synthetic_records_behave_like_real_ones():
+    records = make_synthetic_records(20000, 5, 3, 100, topk=3, seed=2)
+    accuracy = records.correct.mean(axis=1)
+    by_position = accuracy[:-1].reshape(4, 3)
+    assert np.all(np.diff(by_position, axis=0) > 0)  # later positions more accurate
+    assert np.all(np.diff(by_position, axis=1) > 0)  # bigger exit types more accurate
+    assert accuracy[-1] > accuracy[:-1].max()
+    confs = records.top1_confs
+    assert confs[records.correct].mean() > confs[~records.correct].mean() + 0.2
+    assert confs.min() > 0 and confs.max() <= 1
+    assert np.all(np.diff(records.confs, axis=2) <= 0)
+    assert np.all(np.sort(records.preds, axis=2)[..., 1:] != np.sort(records.preds, axis=2)[..., :-1])
