@@ -1,0 +1,744 @@
+"""DyCE configuration search: ``onepass``, ``circular`` and the ``samethres`` baseline.
+
+For a trade-off weight λ the search minimises (see :func:`cost`)::
+
+    cost = λ·(1 − acc) + (1 − λ)·macs
+
+over configurations (``P-1`` pairs ``[exit_type, threshold]``). Thresholds are exact optima: for
+position ``p`` and exit type ``k`` the samples arriving at ``p`` are sorted by confidence once,
+and every cut between distinct confidence values is scored with cumulative sums (the samples
+that do not leave keep their fate under the rest of the configuration and pay head ``k``). The
+minimal cost wins; ties go to the highest threshold (fewest exits). The reported threshold is
+the midpoint between the two confidence values around the cut (``0.0`` when every arriving
+sample leaves, ``1.0`` when none does), so :func:`dyce.evaluate.evaluate_config` of the returned
+configuration reproduces the searched partition exactly.
+
+Work is shared across λ: the per-cut accuracy and MACs of a situation do not depend on λ, so
+``onepass`` walks a tree of λ groups with identical decision prefixes and ``circular`` caches the
+curves of every (position, configuration elsewhere). Only the cuts that can be optimal for some
+λ (the accuracy/MACs Pareto set, plus the ``λ = 0`` and ``λ = 1`` winners) are kept per curve.
+
+Exact semantics and every tie rule: ``docs/semantics.md``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from dyce.errors import DyceError
+from dyce.evaluate import (
+    CALIBRATION_QUANTILE,
+    Evaluation,
+    check_config,
+    check_inputs,
+    evaluate_config,
+    evaluation_from_counts,
+    exceeds,
+    position_macs,
+)
+from dyce.macs_info import MacsInfo
+from dyce.records import ExitRecords
+
+METHODS = ("onepass", "circular", "samethres")
+
+#: ``circular`` applies a change only when it lowers the cost by more than this (absolute;
+#: costs are O(1)), so floating-point noise between equal-cost configurations cannot cycle.
+IMPROVEMENT_TOLERANCE = 1e-13
+
+
+# --------------------------------------------------------------------------- cost
+
+
+@dataclass(frozen=True)
+class CostScale:
+    """How raw accuracy and mean MACs enter the cost.
+
+    ``acc = (raw_acc − acc_offset) / acc_span`` and ``macs = (raw_macs − macs_offset) / macs_span``.
+    """
+
+    acc_offset: float
+    acc_span: float
+    macs_offset: float
+    macs_span: float
+
+
+def cost_scale(records: ExitRecords, macs: MacsInfo | dict | str, *,
+               normalize: bool = True) -> CostScale:
+    """The cost's scale on ``records`` (the search records).
+
+    Normalised: ``acc_offset`` = accuracy of exit type 0 at position 0 (``a_min``),
+    ``acc_span = a_base − a_min`` with ``a_base`` the final head's accuracy, ``macs_offset =
+    backbone.macs[0]``, ``macs_span = ori_macs − backbone.macs[0]``. Un-normalised: relative
+    accuracy and relative MACs (offsets 0, spans ``a_base`` and ``ori_macs``). A span that is
+    zero falls back to 1 (accuracy) or ``ori_macs`` (MACs); a negative span is used by its
+    magnitude, so the cost always rewards accuracy and penalises MACs.
+    """
+    info = check_inputs(records, macs)
+    base_acc = records.final_accuracy
+    ori = float(info.ori_macs)
+    if normalize:
+        first = records.correct[records.exit_index(0, 0)] if records.num_positions > 1 else None
+        min_acc = float(first.mean()) if first is not None else base_acc
+        acc_offset, acc_span = min_acc, abs(base_acc - min_acc)
+        macs_offset, macs_span = float(info.backbone_macs[0]), abs(ori - float(info.backbone_macs[0]))
+    else:
+        acc_offset, acc_span, macs_offset, macs_span = 0.0, base_acc, 0.0, ori
+    return CostScale(acc_offset, acc_span if acc_span > 0 else 1.0, macs_offset,
+                     macs_span if macs_span > 0 else ori)
+
+
+def cost(raw_acc, raw_macs, lambda_, scale: CostScale):
+    """``λ·(1 − acc) + (1 − λ)·macs`` with ``acc``, ``macs`` scaled by ``scale``.
+
+    ``raw_acc`` (accuracy in ``[0, 1]``, calibrated when the search is), ``raw_macs`` (mean MACs
+    per sample) and ``lambda_`` may be floats or broadcastable numpy arrays.
+    """
+    acc = (raw_acc - scale.acc_offset) / scale.acc_span
+    macs = (raw_macs - scale.macs_offset) / scale.macs_span
+    return lambda_ * (1.0 - acc) + (1.0 - lambda_) * macs
+
+
+def evaluation_cost(evaluation: Evaluation, lambda_: float, scale: CostScale) -> float:
+    """:func:`cost` of an :class:`~dyce.evaluate.Evaluation`."""
+    return float(cost(evaluation.raw_acc, evaluation.raw_macs, lambda_, scale))
+
+
+def empty_config(num_positions: int) -> list[list]:
+    """The configuration with no exit: ``[[-1, 1.0]] * (P-1)``."""
+    return [[-1, 1.0] for _ in range(num_positions - 1)]
+
+
+def check_lambdas(lambdas: Sequence[float]) -> list[float]:
+    """Validate λ values: finite and ``>= 0``; values above 1 are accepted with a warning."""
+    if isinstance(lambdas, (str, bytes)) or not isinstance(lambdas, (Sequence, np.ndarray)):
+        raise DyceError(f"must be a list of numbers, got {lambdas!r}", field="lambda")
+    values = []
+    for value in lambdas:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise DyceError(f"{value!r} is not a number", field="lambda")
+        value = float(value)
+        if not math.isfinite(value) or value < 0:
+            raise DyceError(f"{value!r} must be a finite number >= 0", field="lambda")
+        values.append(value)
+    above = [v for v in values if v > 1]
+    if above:
+        warnings.warn(f"lambda above 1 ({above[:3]}…) rewards MACs: the search will prefer "
+                      "slower configurations", stacklevel=3)
+    return values
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """One searched configuration.
+
+    Attributes:
+        method: ``"onepass"``, ``"circular"`` or ``"samethres"``.
+        lambda_: the trade-off weight λ.
+        config: ``P-1`` pairs ``[exit_type, threshold]`` (``exit_type`` int, ``-1`` = no exit).
+        evaluation: exact figures of ``config`` on the search records (calibrated accuracy when
+            the search was calibrated).
+        cost: the cost the search minimised, as the search computed it (equal to
+            :func:`evaluation_cost` of ``evaluation`` up to floating-point rounding).
+    """
+
+    method: str
+    lambda_: float
+    config: list
+    evaluation: Evaluation
+    cost: float
+
+
+def search_configs(
+    records: ExitRecords,
+    macs: MacsInfo | dict | str,
+    method: str,
+    lambdas: Sequence[float],
+    *,
+    normalize: bool = True,
+    calibration: bool = False,
+    progress: bool = True,
+    exit_type: int = 0,
+    max_rounds: int = 1000,
+) -> list[SearchResult]:
+    """Search one configuration per λ (results in the order of ``lambdas``).
+
+    Args:
+        records: the search records.
+        macs: ``macs_info`` (path, dictionary or :class:`MacsInfo`) of the same model.
+        method: ``"onepass"``, ``"circular"`` or ``"samethres"``.
+        lambdas: trade-off weights, each finite and ``>= 0`` (above 1 warns).
+        normalize: normalised cost (default, as the original sweep) or relative figures.
+        calibration: use the calibrated accuracy inside the cost (small data sets).
+        progress: show a tqdm bar.
+        exit_type: the exit type ``samethres`` puts at every position.
+        max_rounds: most changes ``circular`` applies per λ.
+    """
+    info = check_inputs(records, macs)
+    values = check_lambdas(lambdas)
+    if method == "samethres":
+        return samethres(records, info, values, exit_type=exit_type, normalize=normalize,
+                         calibration=calibration)
+    if method not in METHODS:
+        raise DyceError(f"unknown search method {method!r}; choose from {', '.join(METHODS)}",
+                        field="method")
+    searcher = _Searcher(records, info, normalize=normalize, calibration=calibration,
+                         progress=progress)
+    if method == "onepass":
+        return searcher.onepass(values)
+    return searcher.circular(values, max_rounds=max_rounds)
+
+
+def samethres(
+    records: ExitRecords,
+    macs: MacsInfo | dict | str,
+    lambdas: Sequence[float],
+    *,
+    exit_type: int = 0,
+    normalize: bool = True,
+    calibration: bool = False,
+) -> list[SearchResult]:
+    """Baseline: exit type ``exit_type`` at every candidate position, threshold ``clip(λ, 0, 1)``."""
+    info = check_inputs(records, macs)
+    values = check_lambdas(lambdas)
+    if (isinstance(exit_type, bool) or not isinstance(exit_type, numbers.Integral)
+            or not 0 <= exit_type < records.num_exit_types):
+        raise DyceError(f"{exit_type!r} is not in [0, {records.num_exit_types})",
+                        field="exit_type")
+    scale = cost_scale(records, info, normalize=normalize)
+    results = []
+    for value in values:
+        config = [[int(exit_type), min(max(value, 0.0), 1.0)]
+                  for _ in range(records.num_positions - 1)]
+        evaluation = evaluate_config(records, info, config, calibration=calibration)
+        results.append(SearchResult("samethres", value, config, evaluation,
+                                    evaluation_cost(evaluation, value, scale)))
+    return results
+
+
+# --------------------------------------------------------------------------- curves
+
+
+@dataclass
+class _Situation:
+    """What position ``p`` sees when every other position is fixed (λ-independent).
+
+    ``arrive``: bool ``(N,)`` samples reaching ``p`` (``None``: all). ``rest_position``: int16
+    ``(N,)`` where each sample would leave with ``p`` disabled (``None``: all at the final head);
+    ``rest_correct``: bool ``(N,)`` whether that exit is right (``None``: the final head's).
+    ``rest_table``: float64 ``(P,)`` MACs of leaving at each position with ``p`` disabled.
+    ``passed``: MACs of the enabled heads before ``p``. ``fixed_*``: samples that left before
+    ``p`` (per-position counts and their total MACs). ``rest_counts``/``rest_correct_counts``:
+    arriving samples per rest position, and how many of them are right.
+    """
+
+    position: int
+    arrive: np.ndarray | None
+    rest_position: np.ndarray | None
+    rest_correct: np.ndarray | None
+    rest_table: np.ndarray
+    passed: float
+    fixed_counts: np.ndarray
+    fixed_correct: np.ndarray
+    fixed_macs: float
+    rest_counts: np.ndarray
+    rest_correct_counts: np.ndarray
+
+
+@dataclass
+class _Curve:
+    """The candidate cuts of one (position, exit type) in one situation, sorted by exits.
+
+    ``exits``: int64 number of arriving samples that leave; ``acc``/``macs``: float64 accuracy
+    (calibrated when searching calibrated) and mean MACs of the whole configuration;
+    ``threshold``: float64; ``leave_correct``: int64 how many leavers are right.
+    """
+
+    exits: np.ndarray
+    acc: np.ndarray
+    macs: np.ndarray
+    threshold: np.ndarray
+    leave_correct: np.ndarray
+
+
+def _cut_thresholds(sorted_confs: np.ndarray, cuts: np.ndarray) -> np.ndarray:
+    """float64 threshold for each cut of descending ``sorted_confs``: midpoint, 0 or 1."""
+    count = sorted_confs.shape[0]
+    thresholds = np.empty(cuts.shape[0], dtype=np.float64)
+    inner = (cuts > 0) & (cuts < count)
+    thresholds[cuts == 0] = 1.0
+    thresholds[cuts == count] = 0.0
+    if count and inner.any():
+        upper = sorted_confs[cuts[inner] - 1].astype(np.float64)
+        lower = sorted_confs[cuts[inner]].astype(np.float64)
+        middle = lower + (upper - lower) * 0.5
+        # Leavers (>= upper) must exceed it, stayers (<= lower) must not.
+        thresholds[inner] = np.where((middle >= lower) & (middle < upper), middle, lower)
+    return thresholds
+
+
+def _pareto_cuts(acc: np.ndarray, macs: np.ndarray, macs_sign: float) -> np.ndarray:
+    """bool mask of cuts not dominated in (higher ``acc``, lower ``macs_sign·macs``).
+
+    A cut is dropped when another is at least as good in both and strictly better in one, or
+    identical in both and earlier (so the earliest of equal cuts survives).
+    """
+    keyed = macs * macs_sign
+    count = acc.shape[0]
+    keep = np.zeros(count, dtype=bool)
+    if count == 0:
+        return keep
+    steps = np.diff(keyed)
+    if (steps < 0).all():  # keyed decreasing along the cuts: later cuts are cheaper
+        later_best = np.maximum.accumulate(acc[::-1])[::-1]
+        keep[:-1] = acc[:-1] > later_best[1:]
+        keep[-1] = True
+        return keep
+    if (steps > 0).all():  # keyed increasing: earlier cuts are cheaper
+        keep[1:] = acc[1:] > np.maximum.accumulate(acc)[:-1]
+        keep[0] = True
+        return keep
+    order = np.lexsort((np.arange(count), -acc, keyed))
+    ranked = acc[order]
+    keep[order[1:]] = ranked[1:] > np.maximum.accumulate(ranked)[:-1]
+    keep[order[0]] = True
+    return keep
+
+
+class _Searcher:
+    """Shared state of one search: sorted exits, MACs tables and the cost scale."""
+
+    def __init__(self, records: ExitRecords, info: MacsInfo, *, normalize: bool,
+                 calibration: bool, progress: bool) -> None:
+        self.records = records
+        self.info = info
+        self.calibration = calibration
+        self.progress = progress
+        self.scale = cost_scale(records, info, normalize=normalize)
+        self.num_samples = records.num_samples
+        self.num_positions = records.num_positions
+        self.num_types = records.num_exit_types
+        confs = records.top1_confs
+        low, high = float(confs.min()), float(confs.max())
+        if not (0.0 <= low and high <= 1.0):  # also catches NaN
+            raise DyceError("top-1 confidences must be probabilities in [0, 1]",
+                            path=records.source, field="confs")
+        self.confs = confs
+        self.correct = records.correct
+        self.final_correct = records.correct[-1]
+        self.final_correct_count = int(np.count_nonzero(self.final_correct))
+        self.backbone = info.backbone_macs
+        self.head = info.head_macs
+        self._sorted: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+        self.need_negative = False
+
+    # ------------------------------------------------------------------ helpers
+
+    def sorted_exit(self, row: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Order (int32, descending confidence) and the exit's confidences, correctness and the
+        final head's correctness in that order."""
+        if row not in self._sorted:
+            conf = self.confs[row]
+            order = np.argsort(conf)[::-1].astype(np.int32)
+            self._sorted[row] = (order, conf[order], self.correct[row][order],
+                                 self.final_correct[order])
+        return self._sorted[row]
+
+    def calibrated(self, counts: list, corrects: list) -> np.ndarray | float:
+        """Calibrated accuracy from per-position counts (scalars or arrays over cuts)."""
+        from scipy.special import betaincinv
+
+        total = 0.0
+        for count, correct in zip(counts, corrects, strict=True):
+            count = np.asarray(count)
+            if not count.any():
+                continue
+            bound = betaincinv(1 + np.asarray(correct), 1 + count - correct, CALIBRATION_QUANTILE)
+            total = total + np.where(count > 0, bound * (count / self.num_samples), 0.0)
+        return total
+
+    def none_option(self, situation: _Situation) -> tuple[float, float]:
+        """(accuracy, mean MACs) when position ``p`` has no exit."""
+        counts = situation.fixed_counts + situation.rest_counts
+        corrects = situation.fixed_correct + situation.rest_correct_counts
+        total_macs = situation.fixed_macs + float(situation.rest_counts @ situation.rest_table)
+        if self.calibration:
+            acc = float(self.calibrated(list(counts), list(corrects)))
+        else:
+            acc = int(corrects.sum()) / self.num_samples
+        return acc, total_macs / self.num_samples
+
+    def curve(self, situation: _Situation, exit_type: int) -> tuple[_Curve, np.ndarray]:
+        """Candidate cuts of ``exit_type`` at the situation's position, and the arriving samples
+        (int32, descending confidence)."""
+        p = situation.position
+        row = self.records.exit_index(p, exit_type)
+        order, conf_sorted, correct_sorted, final_sorted = self.sorted_exit(row)
+        if situation.arrive is None:
+            arriving, confs, leave_right = order, conf_sorted, correct_sorted
+            rest_right = final_sorted if situation.rest_correct is None else None
+        else:
+            selected = situation.arrive[order]
+            arriving, confs, leave_right = order[selected], conf_sorted[selected], correct_sorted[selected]
+            rest_right = final_sorted[selected] if situation.rest_correct is None else None
+        if rest_right is None:
+            rest_right = situation.rest_correct[arriving]
+        count = arriving.shape[0]
+        valid = np.ones(count + 1, dtype=bool)
+        if count:
+            valid[1:count] = confs[:-1] > confs[1:]
+            valid[count] = confs[-1] > 0
+        cuts = np.flatnonzero(valid)
+        leave_cum = np.zeros(count + 1, dtype=np.int64)
+        np.cumsum(leave_right, out=leave_cum[1:])
+        rest_cum = np.zeros(count + 1, dtype=np.int64)
+        np.cumsum(rest_right, out=rest_cum[1:])
+        leave_correct = leave_cum[cuts]
+        rest_correct_left = rest_cum[cuts]  # right rest fates given up by the leavers
+
+        head = float(self.head[exit_type, p])
+        leave_cost = float(self.backbone[p]) + (situation.passed + head)
+        table = situation.rest_table
+        base_macs = (situation.fixed_macs + float(situation.rest_counts @ table) + count * head)
+        later = [q for q in range(p + 1, self.num_positions) if situation.rest_counts[q] > 0]
+        if situation.rest_position is None:
+            later_counts = {self.num_positions - 1: cuts}
+        else:
+            rest_position = situation.rest_position[arriving]
+            later_counts = {}
+            for q in later:
+                cum = np.zeros(count + 1, dtype=np.int64)
+                np.cumsum(rest_position == q, out=cum[1:])
+                later_counts[q] = cum[cuts]
+        given_up = np.zeros(cuts.shape[0], dtype=np.float64)
+        for q, moved in later_counts.items():
+            given_up += moved * float(table[q])
+        total_macs = base_macs + cuts * (leave_cost - head) - given_up
+
+        if self.calibration:
+            counts = list(situation.fixed_counts)
+            corrects = list(situation.fixed_correct)
+            counts[p], corrects[p] = cuts, leave_correct
+            if situation.rest_position is None:
+                last = self.num_positions - 1
+                counts[last] = situation.rest_counts[last] - cuts
+                corrects[last] = situation.rest_correct_counts[last] - rest_correct_left
+            else:
+                rest_position = situation.rest_position[arriving]
+                for q in later:
+                    right = np.zeros(count + 1, dtype=np.int64)
+                    np.cumsum((rest_position == q) & rest_right, out=right[1:])
+                    counts[q] = situation.rest_counts[q] - later_counts[q]
+                    corrects[q] = situation.rest_correct_counts[q] - right[cuts]
+            acc = np.asarray(self.calibrated(counts, corrects), dtype=np.float64)
+            acc = np.broadcast_to(acc, cuts.shape)
+        else:
+            fixed = int(situation.fixed_correct.sum()) + int(situation.rest_correct_counts.sum())
+            acc = (fixed + leave_correct - rest_correct_left) / self.num_samples
+        macs = total_macs / self.num_samples
+
+        keep = _pareto_cuts(acc, macs, 1.0)
+        if self.need_negative:
+            keep |= _pareto_cuts(acc, macs, -1.0)
+        keep[int(np.argmax(acc))] = True  # λ = 1 winner (first best accuracy)
+        keep[int(np.argmin(macs))] = True  # λ = 0 winner (first cheapest)
+        chosen = cuts[keep]
+        curve = _Curve(
+            exits=chosen,
+            acc=np.ascontiguousarray(acc[keep]),
+            macs=macs[keep],
+            threshold=_cut_thresholds(confs, chosen),
+            leave_correct=leave_correct[keep],
+        )
+        return curve, arriving
+
+    def best_cuts(self, curve: _Curve, lambdas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per λ: index of the cheapest candidate (first on ties) and its cost."""
+        costs = cost(curve.acc[None, :], curve.macs[None, :], lambdas[:, None], self.scale)
+        best = np.argmin(costs, axis=1)
+        return best, costs[np.arange(lambdas.shape[0]), best]
+
+    def result(self, method: str, lambda_: float, config: list, exit_counts, correct_counts,
+               search_cost: float | None) -> SearchResult:
+        pairs = [(int(k), float(t)) for k, t in config]
+        evaluation = evaluation_from_counts(
+            exit_counts, correct_counts, position_macs(self.info, pairs), self.info.ori_macs,
+            self.final_correct_count, calibration=self.calibration,
+        )
+        if search_cost is None:
+            search_cost = evaluation_cost(evaluation, lambda_, self.scale)
+        return SearchResult(method, lambda_, [[int(k), float(t)] for k, t in config], evaluation,
+                            float(search_cost))
+
+    def _progress(self, total: int, desc: str):
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=desc, disable=not self.progress, leave=False)
+
+    # ------------------------------------------------------------------ onepass
+
+    def onepass(self, lambdas: list[float]) -> list[SearchResult]:
+        """Onepass for every λ, sharing each decision prefix between the λs that took it."""
+        lams = np.asarray(lambdas, dtype=np.float64)
+        self.need_negative = bool((lams > 1).any())
+        results: list[SearchResult | None] = [None] * len(lambdas)
+        num_positions = self.num_positions
+        start = _OnepassNode(
+            arrive=None, passed=0.0, config=[],
+            exit_counts=np.zeros(num_positions, dtype=np.int64),
+            correct_counts=np.zeros(num_positions, dtype=np.int64), left_macs=0.0,
+            search_cost=None,
+        )
+        with self._progress(len(lambdas), "onepass") as bar:
+            stack = [(start, np.arange(len(lambdas)))]
+            while stack:
+                node, ids = stack.pop()
+                position = len(node.config)
+                if position == num_positions - 1:
+                    self._finish_onepass(node, ids, lams, results)
+                    bar.update(ids.shape[0])
+                    continue
+                stack.extend(reversed(self._onepass_step(node, ids, lams)))
+        return results  # type: ignore[return-value]
+
+    def _onepass_situation(self, node: _OnepassNode) -> _Situation:
+        p = len(node.config)
+        arriving = self.num_samples if node.arrive is None else int(np.count_nonzero(node.arrive))
+        right = (self.final_correct_count if node.arrive is None
+                 else int(np.count_nonzero(self.final_correct & node.arrive)))
+        rest_counts = np.zeros(self.num_positions, dtype=np.int64)
+        rest_correct = np.zeros(self.num_positions, dtype=np.int64)
+        rest_counts[-1], rest_correct[-1] = arriving, right
+        table = np.zeros(self.num_positions, dtype=np.float64)
+        table[-1] = float(self.info.ori_macs) + node.passed
+        return _Situation(p, node.arrive, None, None, table, node.passed, node.exit_counts,
+                          node.correct_counts, node.left_macs, rest_counts, rest_correct)
+
+    def _onepass_step(self, node: _OnepassNode, ids: np.ndarray,
+                      lams: np.ndarray) -> list[tuple[_OnepassNode, np.ndarray]]:
+        situation = self._onepass_situation(node)
+        p = situation.position
+        lam = lams[ids]
+        best_cost = np.full(ids.shape[0], np.inf)
+        choice = np.full(ids.shape[0], -1)
+        cut_index = np.zeros(ids.shape[0], dtype=np.int64)
+        curves = []
+        for exit_type in range(self.num_types):
+            curve, arriving = self.curve(situation, exit_type)
+            curves.append((curve, arriving))
+            best, costs = self.best_cuts(curve, lam)
+            better = costs <= best_cost  # later types win ties, as the original
+            best_cost = np.where(better, costs, best_cost)
+            choice = np.where(better, exit_type, choice)
+            cut_index = np.where(better, best, cut_index)
+        none_acc, none_macs = self.none_option(situation)
+        none_cost = cost(none_acc, none_macs, lam, self.scale)
+        better = none_cost <= best_cost  # "none" wins ties
+        best_cost = np.where(better, none_cost, best_cost)
+        choice = np.where(better, -1, choice)
+
+        children = []
+        keys = np.stack([choice, np.where(choice < 0, 0, cut_index)], axis=1)
+        unique, group = np.unique(keys, axis=0, return_inverse=True)
+        for g, (exit_type, index) in enumerate(unique.tolist()):
+            members = np.flatnonzero(group.ravel() == g)
+            member_cost = best_cost[members]
+            if exit_type < 0:
+                child = _OnepassNode(node.arrive, node.passed, node.config + [(-1, 1.0)],
+                                     node.exit_counts, node.correct_counts, node.left_macs,
+                                     member_cost)
+            else:
+                curve, arriving = curves[exit_type]
+                exits = int(curve.exits[index])
+                arrive = (np.ones(self.num_samples, dtype=bool) if node.arrive is None
+                          else node.arrive.copy())
+                arrive[arriving[:exits]] = False
+                head = float(self.head[exit_type, p])
+                exit_counts = node.exit_counts.copy()
+                correct_counts = node.correct_counts.copy()
+                exit_counts[p] = exits
+                correct_counts[p] = int(curve.leave_correct[index])
+                leave_cost = float(self.backbone[p]) + (node.passed + head)
+                child = _OnepassNode(arrive, node.passed + head,
+                                     node.config + [(exit_type, float(curve.threshold[index]))],
+                                     exit_counts, correct_counts,
+                                     node.left_macs + exits * leave_cost, member_cost)
+            children.append((child, ids[members]))
+        return children
+
+    def _finish_onepass(self, node: _OnepassNode, ids: np.ndarray, lams: np.ndarray,
+                        results: list) -> None:
+        situation = self._onepass_situation(node)
+        exit_counts = node.exit_counts + situation.rest_counts
+        correct_counts = node.correct_counts + situation.rest_correct_counts
+        for i, member in enumerate(ids.tolist()):
+            search_cost = None if node.search_cost is None else float(node.search_cost[i])
+            results[member] = self.result("onepass", float(lams[member]), node.config,
+                                          exit_counts, correct_counts, search_cost)
+
+    # ------------------------------------------------------------------ circular
+
+    def circular(self, lambdas: list[float], *, max_rounds: int = 1000) -> list[SearchResult]:
+        """Circular search for every λ; λs whose configurations coincide share the work."""
+        lams = np.asarray(lambdas, dtype=np.float64)
+        self.need_negative = bool((lams > 1).any())
+        results: list[SearchResult | None] = [None] * len(lambdas)
+        start = tuple((-1, 1.0) for _ in range(self.num_positions - 1))
+        active: dict[tuple, list[int]] = {start: list(range(len(lambdas)))}
+        previous_cache: dict = {}
+        rounds = 0
+        with self._progress(len(lambdas), "circular") as bar:
+            while active:
+                cache: dict = {}
+                next_active: dict[tuple, list[int]] = {}
+                for config, members in active.items():
+                    ids = np.asarray(members)
+                    node = _CircularNode(self, config)
+                    current = cost(node.acc, node.macs, lams[ids], self.scale)
+                    best_cost, change = self._best_change(node, lams[ids], cache, previous_cache)
+                    improve = (best_cost < current - IMPROVEMENT_TOLERANCE) & (rounds < max_rounds)
+                    for i, member in enumerate(members):
+                        if improve[i]:
+                            position, exit_type, threshold = change[i]
+                            updated = list(config)
+                            updated[position] = (exit_type, threshold)
+                            next_active.setdefault(tuple(updated), []).append(member)
+                        else:
+                            results[member] = self.result("circular", float(lams[member]),
+                                                          list(config), node.exit_counts,
+                                                          node.correct_counts, None)
+                            bar.update(1)
+                if rounds >= max_rounds and next_active:
+                    break
+                active, previous_cache = next_active, cache
+                rounds += 1
+        if rounds >= max_rounds:
+            warnings.warn(f"circular search stopped after max_rounds={max_rounds}", stacklevel=3)
+        return results  # type: ignore[return-value]
+
+    def _best_change(self, node: _CircularNode, lam: np.ndarray, cache: dict,
+                     previous_cache: dict) -> tuple[np.ndarray, list]:
+        """Per λ: the cheapest single change (first in position, type, none order on ties)."""
+        best_cost = np.full(lam.shape[0], np.inf)
+        change: list = [None] * lam.shape[0]
+        for p in range(self.num_positions - 1):
+            key = (p, node.config[:p] + node.config[p + 1:])
+            options = cache.get(key)
+            if options is None:
+                options = previous_cache.get(key)
+                if options is None:
+                    situation = node.situation(p)
+                    curves = [self.curve(situation, k)[0] for k in range(self.num_types)]
+                    options = (curves, self.none_option(situation))
+                cache[key] = options
+            curves, (none_acc, none_macs) = options
+            for exit_type, curve in enumerate(curves):
+                best, costs = self.best_cuts(curve, lam)
+                for i in np.flatnonzero(costs < best_cost):
+                    best_cost[i] = costs[i]
+                    change[i] = (p, exit_type, float(curve.threshold[best[i]]))
+            if node.config[p][0] >= 0:
+                none_cost = cost(none_acc, none_macs, lam, self.scale)
+                for i in np.flatnonzero(none_cost < best_cost):
+                    best_cost[i] = none_cost[i]
+                    change[i] = (p, -1, 1.0)
+        return best_cost, change
+
+
+@dataclass
+class _OnepassNode:
+    """A decision prefix of onepass: positions ``0 … len(config)-1`` decided, later ones empty."""
+
+    arrive: np.ndarray | None  # bool (N,) samples not yet left (None: all)
+    passed: float  # MACs of the enabled heads so far
+    config: list
+    exit_counts: np.ndarray  # int64 (P,) samples left at each decided position
+    correct_counts: np.ndarray  # int64 (P,) of them right
+    left_macs: float  # total MACs of the samples that left
+    search_cost: np.ndarray | None  # cost of the last decision, per member λ
+
+
+class _CircularNode:
+    """Per-sample fates of one full configuration, and the situation of every position."""
+
+    def __init__(self, searcher: _Searcher, config: tuple) -> None:
+        self.searcher = searcher
+        self.config = config
+        records = searcher.records
+        num_samples, num_positions = searcher.num_samples, searcher.num_positions
+        pairs = check_config([list(c) for c in config], num_positions, searcher.num_types)
+        self.leave: dict[int, np.ndarray] = {}
+        self.rows: dict[int, int] = {}
+        for p, (k, t) in enumerate(pairs):
+            if k >= 0:
+                self.rows[p] = records.exit_index(p, k)
+                self.leave[p] = exceeds(searcher.confs[self.rows[p]], t)
+        self.leave_macs = position_macs(searcher.info, pairs)
+        self.exit_counts = np.zeros(num_positions, dtype=np.int64)
+        self.correct_counts = np.zeros(num_positions, dtype=np.int64)
+        remaining = np.ones(num_samples, dtype=bool)
+        self.arrive_at: list[np.ndarray] = []
+        for p in range(num_positions - 1):
+            self.arrive_at.append(remaining.copy())
+            if p in self.leave:
+                here = self.leave[p] & remaining
+                self.exit_counts[p] = np.count_nonzero(here)
+                self.correct_counts[p] = np.count_nonzero(here & searcher.correct[self.rows[p]])
+                remaining &= ~here
+        self.exit_counts[-1] = np.count_nonzero(remaining)
+        self.correct_counts[-1] = np.count_nonzero(remaining & searcher.final_correct)
+        total_macs = float(self.exit_counts @ self.leave_macs)
+        self.macs = total_macs / num_samples
+        if searcher.calibration:
+            self.acc = float(searcher.calibrated(list(self.exit_counts), list(self.correct_counts)))
+        else:
+            self.acc = int(self.correct_counts.sum()) / num_samples
+        self._after: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def after(self, p: int) -> tuple[np.ndarray, np.ndarray]:
+        """int16 position and bool correctness of the first enabled exit after ``p`` that a
+        sample would leave at (the final head if none)."""
+        if p not in self._after:
+            searcher = self.searcher
+            last = searcher.num_positions - 1
+            if p + 1 >= last:
+                position = np.full(searcher.num_samples, last, dtype=np.int16)
+                right = searcher.final_correct
+            else:
+                position, right = self.after(p + 1)
+                if p + 1 in self.leave:
+                    leave = self.leave[p + 1]
+                    position = np.where(leave, np.int16(p + 1), position)
+                    right = np.where(leave, searcher.correct[self.rows[p + 1]], right)
+            self._after[p] = (position, right)
+        return self._after[p]
+
+    def situation(self, p: int) -> _Situation:
+        searcher = self.searcher
+        num_positions = searcher.num_positions
+        pairs = [(k, t) for k, t in self.config]
+        pairs[p] = (-1, 1.0)
+        table = position_macs(searcher.info, pairs)
+        arrive = self.arrive_at[p]
+        rest_position, rest_right = self.after(p)
+        arriving_positions = rest_position[arrive]
+        rest_counts = np.bincount(arriving_positions, minlength=num_positions).astype(np.int64)
+        rest_correct = np.bincount(arriving_positions, weights=rest_right[arrive],
+                                   minlength=num_positions).astype(np.int64)
+        fixed_counts = self.exit_counts.copy()
+        fixed_counts[p:] = 0
+        fixed_correct = self.correct_counts.copy()
+        fixed_correct[p:] = 0
+        passed = sum(float(searcher.head[k, q]) for q, (k, _t) in enumerate(self.config[:p])
+                     if k >= 0)
+        fixed_macs = float(fixed_counts @ self.leave_macs)
+        return _Situation(p, arrive, rest_position, rest_right, table, passed, fixed_counts,
+                          fixed_correct, fixed_macs, rest_counts, rest_correct)
