@@ -28,7 +28,7 @@ from dyce.records import (
     write_records,
 )
 
-ExitTypesOrMacs = Sequence[str] | str | MacsInfo | dict
+ExitTypesOrMacs = Sequence[str] | str | MacsInfo | dict | os.PathLike
 
 _PICKLE_REFUSAL = (
     "holds a pickled Python object, which was not loaded because unpickling can execute "
@@ -37,10 +37,22 @@ _PICKLE_REFUSAL = (
 )
 
 
+def as_macs_info(exit_types_or_macs: ExitTypesOrMacs | None) -> MacsInfo | None:
+    """The macs_info if the argument is one (object, dict, path, or ``*.json`` string)."""
+    value = exit_types_or_macs
+    if isinstance(value, (MacsInfo, dict, os.PathLike)) or (
+        isinstance(value, str) and value.lower().endswith(".json")
+    ):
+        return load_macs_info(value)
+    return None
+
+
 def exit_type_names(exit_types_or_macs: ExitTypesOrMacs) -> tuple[str, ...]:
-    """Exit-type names from a list of names, a ``"a,b,c"`` string, or a macs_info (its heads)."""
-    if isinstance(exit_types_or_macs, (MacsInfo, dict)):
-        return load_macs_info(exit_types_or_macs).head_names
+    """Exit-type names from a list of names, a ``"a,b,c"`` string, or a macs_info (its head
+    names; a :class:`MacsInfo`, a dictionary, or the path of a JSON file)."""
+    macs = as_macs_info(exit_types_or_macs)
+    if macs is not None:
+        return macs.head_names
     if isinstance(exit_types_or_macs, str):
         exit_types_or_macs = exit_types_or_macs.split(",")
     names = tuple(str(name).strip() for name in exit_types_or_macs)
@@ -156,10 +168,11 @@ def convert_npz(
     When ``exit_types`` is a macs_info, the record must also match its number of positions
     (checked before anything is written).
     """
-    records = read_npz_records(path, exit_types, num_classes=num_classes, model=model,
-                               dataset=dataset, split=split)
-    if isinstance(exit_types, (MacsInfo, dict)):
-        check_compatible(records, load_macs_info(exit_types))
+    macs = as_macs_info(exit_types)
+    records = read_npz_records(path, exit_types if macs is None else macs,
+                               num_classes=num_classes, model=model, dataset=dataset, split=split)
+    if macs is not None:
+        check_compatible(records, macs)
     try:
         write_records(out, records, row_group_size=row_group_size)
     except TypeError as error:  # a meta_info array that JSON cannot hold
@@ -177,12 +190,16 @@ def load_any_records(
 ) -> ExitRecords:
     """Read records in either format, chosen by content (zip = original ``.npz``, else Parquet).
 
-    For ``.npz`` the exit types are required (names or a macs_info). For Parquet they are
+    For ``.npz`` the exit types are required (names or a macs_info: object, dictionary or JSON
+    path). For Parquet they are
     optional; when given they must agree with the file (a macs_info via
     :func:`dyce.records.check_compatible`, names exactly).
     """
     if not Path(path).is_file():
         raise DyceError("file not found", path=path)
+    macs = as_macs_info(exit_types_or_macs)
+    if macs is not None:
+        exit_types_or_macs = macs
     if _is_zip(path):
         if exit_types_or_macs is None:
             raise DyceError(
@@ -192,11 +209,11 @@ def load_any_records(
         records = read_npz_records(path, exit_types_or_macs)
     else:
         records = read_records(path)
-        if exit_types_or_macs is not None and not isinstance(exit_types_or_macs, (MacsInfo, dict)):
+        if exit_types_or_macs is not None and macs is None:
             names = exit_type_names(exit_types_or_macs)
             if names != records.exit_types:
                 raise DyceError(f"the file has {list(records.exit_types)}, expected {list(names)}",
                                 path=path, field="exit_types")
-    if isinstance(exit_types_or_macs, (MacsInfo, dict)):
-        check_compatible(records, load_macs_info(exit_types_or_macs))
+    if macs is not None:
+        check_compatible(records, macs)
     return records

@@ -180,3 +180,8 @@ def test_load_any_records_dispatches_on_content(tmp_path, records):
     with pytest.raises(DyceError) as error:
         load_any_records(parquet_named_npz, ["a", "b", "c"])
     assert error.value.field == "exit_types"
+
+    macs_path = tmp_path / "macs.json"
+    macs_path.write_text(json.dumps(make_synthetic_macs(4, 3)))
+    assert load_any_records(npz, macs_path).exit_types[2] == "mlp3x1000"
+    assert load_any_records(parquet_named_npz, str(macs_path)).num_positions == 4
