@@ -270,7 +270,11 @@ def patience(
     calibration: bool = False,
     progress: bool = True,
 ) -> list[StrategyResult]:
-    """Patience ``t = 1 … P-1`` (default) for every exit type (default all)."""
+    """Patience ``t = 1 … P-1`` (default) for every exit type (default all).
+
+    With ``P-1`` candidate exits a sample can leave early only for ``t ≤ P-2``; ``t = P-1`` is the
+    end of the sweep where every sample reaches the final head (paying every head).
+    """
     macs = load_macs_info(macs)
     types = _exit_types(records, exit_types)
     if patiences is None:

@@ -29,13 +29,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "patience: t = 1 … P-1), for every exit type unless --exit-type is given.",
     )
     search.add_argument("records", metavar="RECORDS", help="search records (.parquet or .npz)")
-    search.add_argument("--macs-info", required=True, metavar="MACS.json")
+    search.add_argument("--macs-info", required=True, metavar="MACS.json",
+                        help="MACs of the backbone and exits (seed JSON format)")
     search.add_argument("--method", required=True, metavar="M",
                         help=f"one of: {', '.join(METHODS)}")
     search.add_argument("--lambda", dest="lambdas", type=float, nargs="+", action="extend",
                         metavar="L", help="trade-off weight(s) λ ≥ 0 (DyCE methods)")
     search.add_argument("--lambda-range", type=float, nargs=3, metavar=("START", "STOP", "STEP"),
-                        help="λ grid numpy.arange(START, STOP, STEP) (DyCE methods)")
+                        help="λ grid START, START+STEP, … below STOP (STOP excluded; DyCE methods)")
     search.add_argument("--parameter", dest="parameters", type=float, nargs="+", action="extend",
                         metavar="V", help="sweep values of a peer strategy (threshold, q or "
                         "patience) instead of its default grid")
@@ -48,7 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="conservative (10 %% quantile) per-exit accuracy during the search")
     search.add_argument("--model", help="model name for the table (default: from the records)")
     search.add_argument("--dataset", help="dataset name for the table (default: from the records)")
-    search.add_argument("--no-progress", dest="progress", action="store_false")
+    search.add_argument("--no-progress", dest="progress", action="store_false",
+                        help="no progress bar")
     search.add_argument("--out", required=True, metavar="RESULT.parquet")
     search.set_defaults(func=run_search)
 
@@ -61,8 +63,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("results", nargs="+", metavar="RESULT.parquet")
     evaluate.add_argument("--records", required=True, metavar="VAL",
                           help="validation records (.parquet or .npz)")
-    evaluate.add_argument("--macs-info", required=True, metavar="MACS.json")
-    evaluate.add_argument("--no-progress", dest="progress", action="store_false")
+    evaluate.add_argument("--macs-info", required=True, metavar="MACS.json",
+                          help="MACs of the backbone and exits (seed JSON format)")
+    evaluate.add_argument("--no-progress", dest="progress", action="store_false",
+                          help="no progress bar")
     evaluate.add_argument("--out", required=True, metavar="EVAL.parquet")
     evaluate.set_defaults(func=run_evaluate)
 
