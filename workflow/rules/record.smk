@@ -1,0 +1,50 @@
+rule record:
+    input:
+        library("record", "data", "models", "exits", "recording", "records"),
+        exits="results/{dataset}/{model}/exits.pt",
+        data="results/{dataset}/splits.json",
+    output:
+        "results/{dataset}/{model}/records/{split}.parquet",
+    log:
+        "logs/record/{dataset}/{model}/{split}.log",
+    benchmark:
+        "results/benchmarks/record/{dataset}/{model}/{split}.tsv"
+    conda:
+        "../envs/dyce.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        topk=config["record"]["topk"],
+    shell:
+        "dyce record --exits {input.exits} --data {input.data} --split {wildcards.split}"
+        " --topk {params.topk} --out {output} > {log} 2>&1"
+
+
+rule macs_analysis:
+    input:
+        library("macs", "models", "exits", "macs", "macs_info"),
+    output:
+        "results/{dataset}/{model}/macs_info.json",
+    log:
+        "logs/macs_analysis/{dataset}/{model}.log",
+    benchmark:
+        "results/benchmarks/macs_analysis/{dataset}/{model}.tsv"
+    conda:
+        "../envs/dyce.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        architecture=lambda wildcards: architecture(wildcards.model),
+        input_size=lambda wildcards: dataset_fact(wildcards.model, "input_size"),
+        in_channels=lambda wildcards: dataset_fact(wildcards.model, "in_channels"),
+        num_classes=lambda wildcards: dataset_fact(wildcards.model, "num_classes"),
+        taps=lambda wildcards: model_spec(wildcards.model)["taps"],
+        exit_types=lambda wildcards: ",".join(model_spec(wildcards.model)["exit_types"]),
+    shell:
+        "dyce macs --model {params.architecture} --input-size {params.input_size}"
+        " --in-channels {params.in_channels} --num-classes {params.num_classes}"
+        " --taps {params.taps} --exit-types {params.exit_types} --out {output} > {log} 2>&1"

@@ -1,0 +1,83 @@
+rule plot:
+    input:
+        library("plot", "records", "macs_info", "evaluate", "results", "plots"),
+        fronts=fronts,
+        records="results/{dataset}/{model}/records/val.parquet",
+        macs="results/{dataset}/{model}/macs_info.json",
+    output:
+        report(
+            "results/{dataset}/{model}/pareto.png",
+            caption="../report/pareto.rst",
+            category="Pareto fronts",
+            labels={"dataset": "{dataset}", "model": "{model}"},
+        ),
+    log:
+        "logs/plot/{dataset}/{model}.log",
+    benchmark:
+        "results/benchmarks/plot/{dataset}/{model}.tsv"
+    conda:
+        "../envs/dyce.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        title=lambda wildcards: f"{wildcards.model} on {wildcards.dataset} (validation)",
+    shell:
+        "dyce plot {input.fronts} --records {input.records} --macs-info {input.macs}"
+        " --title '{params.title}' --out {output} > {log} 2>&1"
+
+
+rule model_summary:
+    input:
+        library("summary", "results"),
+        fronts=fronts,
+    output:
+        report(
+            "results/{dataset}/{model}/summary.csv",
+            caption="../report/model_summary.rst",
+            category="Summaries",
+            labels={"dataset": "{dataset}", "model": "{model}"},
+        ),
+    log:
+        "logs/model_summary/{dataset}/{model}.log",
+    benchmark:
+        "results/benchmarks/model_summary/{dataset}/{model}.tsv"
+    conda:
+        "../envs/dyce.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        tolerance=config["summary"]["tolerance"],
+    shell:
+        "dyce summary {input.fronts} --tolerance {params.tolerance} --out {output}"
+        " > {log} 2>&1"
+
+
+rule summary:
+    input:
+        library("summary", "results"),
+        fronts=all_fronts(),
+    output:
+        report(
+            "results/summary.csv",
+            caption="../report/summary.rst",
+            category="Summaries",
+            labels={"table": "all models"},
+        ),
+    log:
+        "logs/summary.log",
+    benchmark:
+        "results/benchmarks/summary.tsv"
+    conda:
+        "../envs/dyce.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        tolerance=config["summary"]["tolerance"],
+    shell:
+        "dyce summary {input.fronts} --tolerance {params.tolerance} --out {output} > {log} 2>&1"

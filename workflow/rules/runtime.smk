@@ -1,0 +1,23 @@
+rule bundle:
+    input:
+        library(
+            "bundle", "models", "exits", "stages", "runtime", "results", "macs_info"
+        ),
+        exits="results/{dataset}/{model}/exits.pt",
+        front=bundle_front,
+        macs="results/{dataset}/{model}/macs_info.json",
+    output:
+        "results/{dataset}/{model}/bundle.pt",
+    log:
+        "logs/bundle/{dataset}/{model}.log",
+    benchmark:
+        "results/benchmarks/bundle/{dataset}/{model}.tsv"
+    conda:
+        "../envs/dyce.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "dyce bundle --exits {input.exits} --front {input.front} --macs-info {input.macs}"
+        " --out {output} > {log} 2>&1"
