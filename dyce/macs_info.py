@@ -59,7 +59,8 @@ def _int_list(values: Any, where: str | None, field_name: str) -> np.ndarray:
     out = np.empty(len(values), dtype=np.float64)
     for i, v in enumerate(values):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-            raise DyceError(f"entry {i} is {v!r}; MACs must be finite and >= 0", path=where, field=field_name)
+            raise DyceError(f"entry {i} is {v!r}; MACs must be finite and >= 0",
+                            path=where, field=field_name)
         out[i] = v
     return out
 
@@ -84,12 +85,15 @@ def parse_macs_info(data: dict, source: str | os.PathLike | None = None) -> Macs
         sh = _int_list(shared.get("macs"), where, "shared.macs")
         if sh.shape != bb.shape:
             raise DyceError(
-                f"has {sh.shape[0]} entries, backbone.macs has {num_positions}", path=where, field="shared.macs"
+                f"has {sh.shape[0]} entries, backbone.macs has {num_positions}",
+                path=where, field="shared.macs",
             )
         bb = bb + sh
     ori = backbone.get("ori_macs")
-    if isinstance(ori, bool) or not isinstance(ori, (int, float)) or not math.isfinite(ori) or ori <= 0:
-        raise DyceError(f"is {ori!r}; must be a positive number", path=where, field="backbone.ori_macs")
+    if isinstance(ori, bool) or not isinstance(ori, (int, float)) or not math.isfinite(ori) \
+            or ori <= 0:
+        raise DyceError(f"is {ori!r}; must be a positive number",
+                        path=where, field="backbone.ori_macs")
     names, rows = [], []
     for k, head in enumerate(heads):
         if not isinstance(head, dict):
@@ -98,7 +102,8 @@ def parse_macs_info(data: dict, source: str | os.PathLike | None = None) -> Macs
         row = _int_list(head.get("macs"), where, f"head[{k}].macs")
         if row.shape[0] != num_positions:
             raise DyceError(
-                f"has {row.shape[0]} entries, backbone.macs has {num_positions}", path=where, field=f"head[{k}].macs"
+                f"has {row.shape[0]} entries, backbone.macs has {num_positions}",
+                path=where, field=f"head[{k}].macs",
             )
         rows.append(row)
     return MacsInfo(
@@ -122,6 +127,8 @@ def load_macs_info(source: str | os.PathLike | dict | MacsInfo) -> MacsInfo:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise DyceError("file not found", path=path) from None
+    except OSError as error:
+        raise DyceError(f"cannot be read ({error.strerror})", path=path) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise DyceError(f"not valid JSON ({error})", path=path) from None
     return parse_macs_info(data, source=path)

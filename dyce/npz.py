@@ -123,9 +123,10 @@ def read_npz_records(
     num_samples = labels.shape[0]
     if num_samples == 0:
         raise DyceError("the records hold no samples", path=where, field="label")
-    if preds.ndim != 3 or preds.shape[1] != num_samples or not np.issubdtype(preds.dtype, np.integer):
-        raise DyceError(f"must be integers (E, {num_samples}, topk), got {preds.dtype} {preds.shape}",
-                        path=where, field="preds")
+    integer_preds = np.issubdtype(preds.dtype, np.integer)
+    if preds.ndim != 3 or preds.shape[1] != num_samples or not integer_preds:
+        raise DyceError(f"must be integers (E, {num_samples}, topk), got {preds.dtype} "
+                        f"{preds.shape}", path=where, field="preds")
     if confs.shape != preds.shape or not np.issubdtype(confs.dtype, np.floating):
         raise DyceError(f"must be floats of the shape of preds {preds.shape}, got {confs.dtype} "
                         f"{confs.shape}", path=where, field="confs")
@@ -173,10 +174,7 @@ def convert_npz(
                                num_classes=num_classes, model=model, dataset=dataset, split=split)
     if macs is not None:
         check_compatible(records, macs)
-    try:
-        write_records(out, records, row_group_size=row_group_size)
-    except TypeError as error:  # a meta_info array that JSON cannot hold
-        raise DyceError(f"cannot be stored as JSON ({error})", path=path, field="meta_info") from None
+    write_records(out, records, row_group_size=row_group_size)
     return records
 
 

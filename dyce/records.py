@@ -108,7 +108,7 @@ class ExitRecords:
         return int(self.preds.shape[2])
 
     def exit_index(self, position: int, exit_type: int) -> int:
-        """Row of exit ``(position, exit_type)`` in ``preds``/``confs``; the final head for ``P-1``."""
+        """Row of exit ``(position, exit_type)`` in ``preds``/``confs`` (final head: ``P-1``)."""
         if position == self.num_positions - 1:
             return self.num_exits - 1
         return position * self.num_exit_types + exit_type
@@ -183,7 +183,8 @@ def validate_values(
     if preds.size == 0:
         return
     flat_preds = preds.reshape(preds.shape[0], -1)
-    bad_exits = np.flatnonzero((flat_preds.min(axis=1) < 0) | (flat_preds.max(axis=1) >= num_classes))
+    out_of_range = (flat_preds.min(axis=1) < 0) | (flat_preds.max(axis=1) >= num_classes)
+    bad_exits = np.flatnonzero(out_of_range)
     if bad_exits.size:
         e = int(bad_exits[0])
         row = flat_preds[e]
@@ -205,6 +206,10 @@ def validate_values(
 
 
 # --------------------------------------------------------------------------- file metadata
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def records_metadata(
@@ -231,14 +236,16 @@ def records_metadata(
     def fail(message: str, name: str) -> DyceError:
         return DyceError(message, path=where, field=field_prefix + name)
 
+    if isinstance(exit_types, str) or not isinstance(exit_types, Sequence):
+        raise fail(f"is {exit_types!r}; must be a list of names", "exit_types")
     exit_types = [str(name) for name in exit_types]
-    if not exit_types:
-        raise fail("need at least one exit type", "exit_types")
-    if isinstance(num_positions, bool) or not isinstance(num_positions, (int, np.integer)) or num_positions < 1:
+    if not exit_types or len(set(exit_types)) != len(exit_types) or not all(exit_types):
+        raise fail(f"{exit_types} must be distinct non-empty names, at least one", "exit_types")
+    if not _is_int(num_positions) or num_positions < 1:
         raise fail(f"is {num_positions!r}; must be an integer >= 1", "num_positions")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+    if not _is_int(num_classes) or num_classes < 1:
         raise fail(f"is {num_classes!r}; must be an integer >= 1", "num_classes")
-    if isinstance(topk, bool) or not isinstance(topk, (int, np.integer)) or not 1 <= topk <= num_classes:
+    if not _is_int(topk) or not 1 <= topk <= num_classes:
         raise fail(f"is {topk!r}; must be an integer in [1, num_classes]", "topk")
     if position_names is None:
         position_names = [f"p{p}" for p in range(num_positions - 1)] + ["final"]
@@ -592,7 +599,8 @@ def read_records(path: str | os.PathLike) -> ExitRecords:
     if num_samples == 0:
         raise DyceError("the records hold no samples", path=where, field="label")
     num_exits, topk = len(meta["exits"]), meta["topk"]
-    pred_types = {schema.field(f"pred_{e}").type.value_type.to_pandas_dtype() for e in range(num_exits)}
+    pred_types = {schema.field(f"pred_{e}").type.value_type.to_pandas_dtype()
+                  for e in range(num_exits)}
     labels = np.empty(num_samples, dtype=np.int64)
     sample_ids = np.empty(num_samples, dtype=np.int64)
     preds = np.empty((num_exits, num_samples, topk), dtype=np.result_type(*pred_types))
@@ -635,7 +643,7 @@ def scan_records(path: str | os.PathLike) -> pl.LazyFrame:
 def load_any_records(
     path: str | os.PathLike, exit_types_or_macs: Sequence[str] | MacsInfo | None = None
 ) -> ExitRecords:
-    """Read Parquet records, or original ``.npz`` records (see :func:`dyce.npz.load_any_records`)."""
+    """Read Parquet or original ``.npz`` records (see :func:`dyce.npz.load_any_records`)."""
     from dyce.npz import load_any_records as load
 
     return load(path, exit_types_or_macs)
@@ -645,7 +653,7 @@ def load_any_records(
 
 
 def check_compatible(records: ExitRecords, macs: MacsInfo) -> None:
-    """Raise :class:`DyceError` unless ``macs`` describes the positions and exit types of ``records``."""
+    """Raise :class:`DyceError` unless ``macs`` has the positions and exit types of ``records``."""
     where = f"{records.source} vs {macs.source}"
     if records.num_positions != macs.num_positions:
         raise DyceError(

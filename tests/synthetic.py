@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtri
 
-from dyce.records import ExitRecords
+from dyce.records import ExitRecords, pred_dtype
 
 DEFAULT_EXIT_TYPES = ("mlp1x1000", "mlp3x500", "mlp3x1000", "mlp5x500", "mlp5x1000")
 
@@ -23,12 +23,9 @@ def exit_type_names(num_exit_types: int) -> tuple[str, ...]:
     return tuple(f"exit{k}" for k in range(num_exit_types))
 
 
-def pred_dtype(num_classes: int) -> type[np.integer]:
-    """int16 when every class index fits, else int32 (the on-disk prediction dtype)."""
-    return np.int16 if num_classes <= np.iinfo(np.int16).max + 1 else np.int32
-
-
-def exit_accuracies(num_positions: int, num_exit_types: int, final_accuracy: float = 0.8) -> np.ndarray:
+def exit_accuracies(
+    num_positions: int, num_exit_types: int, final_accuracy: float = 0.8
+) -> np.ndarray:
     """float64 ``(E,)``: target top-1 accuracy of every exit, position-major, final head last.
 
     Later positions and bigger (higher-index) exit types are more accurate; every early exit
@@ -85,7 +82,8 @@ def make_synthetic_records(
     floor = np.float32(1.0 / num_classes)
     for exit_index in range(num_exits):
         skill = np.float32(ndtri(accuracies[exit_index]))
-        score = rho * difficulty + np.sqrt(1 - rho**2) * rng.standard_normal(num_samples, dtype=np.float32)
+        own_noise = rng.standard_normal(num_samples, dtype=np.float32)
+        score = rho * difficulty + np.sqrt(1 - rho**2) * own_noise
         margin = skill - score  # > 0 exactly when the exit is right
         correct = margin > 0
         wrong_class = (labels + rng.integers(1, num_classes, num_samples)) % num_classes

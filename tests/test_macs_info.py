@@ -89,6 +89,9 @@ def test_unreadable_files(tmp_path):
     with pytest.raises(DyceError, match="not valid JSON") as error:
         load_macs_info(broken)
     assert error.value.path == str(broken)
+    with pytest.raises(DyceError, match="cannot be read") as error:
+        load_macs_info(tmp_path)  # a folder
+    assert error.value.path == str(tmp_path)
 
 
 def test_save_validates_before_writing(tmp_path):

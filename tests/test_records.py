@@ -161,6 +161,15 @@ def test_writer_rejects_bad_batches(tmp_path, mutate, field):
     assert error.value.path == str(tmp_path / "r.parquet")
 
 
+@pytest.mark.parametrize("exit_types", ["mlp1x1000", [], ["a", "a"], ["a", ""]])
+def test_writer_rejects_bad_exit_type_names(tmp_path, exit_types):
+    with pytest.raises(DyceError) as error:
+        RecordWriter(tmp_path / "r.parquet", exit_types=exit_types, num_positions=2,
+                     num_classes=3, topk=1)
+    assert error.value.field == "exit_types"
+    assert error.value.path == str(tmp_path / "r.parquet")
+
+
 def test_empty_records_are_not_written(tmp_path):
     with pytest.raises(DyceError, match="no samples") as error, RecordWriter(
         tmp_path / "r.parquet", exit_types=["a"], num_positions=2, num_classes=3, topk=1,
@@ -304,4 +313,5 @@ def test_synthetic_records_behave_like_real_ones():
     assert confs[records.correct].mean() > confs[~records.correct].mean() + 0.2
     assert confs.min() > 0 and confs.max() <= 1
     assert np.all(np.diff(records.confs, axis=2) <= 0)
-    assert np.all(np.sort(records.preds, axis=2)[..., 1:] != np.sort(records.preds, axis=2)[..., :-1])
+    sorted_preds = np.sort(records.preds, axis=2)
+    assert np.all(sorted_preds[..., 1:] != sorted_preds[..., :-1])  # top-k classes distinct
