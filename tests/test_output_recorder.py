@@ -122,8 +122,8 @@ def test_inconsistent_inputs_are_refused(tmp_path):
         OutputRecorder(layout="CBN")
 
 
-def test_importing_utils_does_not_import_torch():
-    code = "import sys, dyce.utils; print('torch' in sys.modules)"
+def test_importing_records_modules_does_not_import_torch():
+    code = "import sys, dyce.utils, dyce.npz; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True, cwd=Path(__file__).resolve().parents[1])
     assert result.stdout.strip() == "False"
