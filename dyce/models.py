@@ -571,6 +571,55 @@ def _feature_layouts(shapes: list[tuple[int, ...]], probe_other_size) -> list[st
     return [str(layout) for layout in layouts]
 
 
+def tap_extractor(backbone: nn.Module, taps: Sequence[str], final_node: str) -> nn.Module:
+    """Feature extractor returning ``{"tap0": …, "tap{P-2}": …, "final": logits}`` for ``taps``.
+
+    Built with ``create_feature_extractor``; it shares the backbone's modules (not a copy).
+    """
+    return_nodes = {tap: f"tap{i}" for i, tap in enumerate(taps)}
+    return_nodes[final_node] = "final"
+    return _create_extractor(backbone, return_nodes)
+
+
+def probe_tap_features(
+    backbone: nn.Module,
+    extractor: nn.Module,
+    num_taps: int,
+    input_size: int | Sequence[int],
+    in_channels: int = 3,
+    device: str | torch.device = "cpu",
+) -> tuple[list[tuple[int, ...]], list[str], tuple[int, ...]]:
+    """Per-sample tap shapes, their layouts and the final output shape, from one dummy forward.
+
+    Shapes exclude the batch axis, e.g. ``(C, H, W)``; layouts as in :mod:`dyce.exits`. A 3-d
+    shape that does not tell channels-first from channels-last is settled by a second forward
+    32 pixels larger (channels do not grow with the input). An input too small for the network
+    raises DyceError naming the last layer entered.
+    """
+    height, width = size_pair(input_size)
+
+    def shapes_at(size: tuple[int, int]):
+        dummy = torch.zeros(1, in_channels, *size, device=device)
+        was_training = extractor.training
+        extractor.eval()
+        try:
+            shown = size[0] if size[0] == size[1] else list(size)
+            out = _run_probe(backbone, extractor, dummy, shown)
+        finally:
+            extractor.train(was_training)
+        taps = [tuple(out[f"tap{i}"].shape[1:]) for i in range(num_taps)]
+        return taps, tuple(out["final"].shape[1:])
+
+    def shapes_at_other_size():
+        try:
+            return shapes_at((height + 32, width + 32))[0]
+        except DyceError:
+            return None
+
+    shapes, final_shape = shapes_at((height, width))
+    return shapes, _feature_layouts(shapes, shapes_at_other_size), final_shape
+
+
 class MultiExitNetwork(nn.Module):
     """A backbone with exit heads of every type at every tap.
 
@@ -607,16 +656,16 @@ class MultiExitNetwork(nn.Module):
         self.in_channels = int(in_channels)
         self.backbone_frozen = False
         self._rebuild_extractor()
-        shapes, final_shape = self._probe_shapes((height, width), device)
+        shapes, layouts, final_shape = probe_tap_features(
+            self.backbone, self._extractor, len(self.tap_nodes), input_size, in_channels, device
+        )
         if final_shape != (self.num_classes,):
             raise DyceError(
                 f"backbone output has shape {final_shape}, expected ({self.num_classes},)",
                 field="num_classes",
             )
         self.tap_shapes: list[tuple[int, ...]] = shapes
-        self.tap_layouts: list[str] = _feature_layouts(
-            shapes, lambda: self._probe_other_size((height, width), device)
-        )
+        self.tap_layouts: list[str] = layouts
         self.exit_heads = nn.ModuleList(
             nn.ModuleList(
                 build_exit_head(t, shape, self.num_classes, layout) for t in self.exit_types
@@ -642,31 +691,10 @@ class MultiExitNetwork(nn.Module):
         """P: candidate exit positions plus the final head."""
         return len(self.tap_nodes) + 1
 
-    def _probe_shapes(self, size: tuple[int, int], device: torch.device):
-        dummy = torch.zeros(1, self.in_channels, *size, device=device)
-        was_training = self._extractor.training
-        self._extractor.eval()
-        try:
-            out = _run_probe(
-                self.backbone, self._extractor, dummy, list(size) if size[0] != size[1] else size[0]
-            )
-        finally:
-            self._extractor.train(was_training)
-        shapes = [tuple(out[f"tap{i}"].shape[1:]) for i in range(len(self.tap_nodes))]
-        return shapes, tuple(out["final"].shape[1:])
-
-    def _probe_other_size(self, size: tuple[int, int], device: torch.device):
-        try:
-            return self._probe_shapes((size[0] + 32, size[1] + 32), device)[0]
-        except DyceError:
-            return None
-
     # -- feature extractor (kept out of the module tree: it shares the backbone's modules)
 
     def _rebuild_extractor(self) -> None:
-        return_nodes = {tap: f"tap{i}" for i, tap in enumerate(self.tap_nodes)}
-        return_nodes[self.final_node] = "final"
-        extractor = _create_extractor(self.backbone, return_nodes)
+        extractor = tap_extractor(self.backbone, self.tap_nodes, self.final_node)
         extractor.train(self.backbone.training)
         self.__dict__["_extractor"] = extractor
 
@@ -853,6 +881,8 @@ __all__ = [
     "build_multi_exit_network",
     "default_taps",
     "graph_node_names",
+    "probe_tap_features",
+    "tap_extractor",
     "load_exits_checkpoint",
     "read_exits_checkpoint",
     "resolve_taps",
