@@ -1,0 +1,229 @@
+"""``dyce prepare-data``, ``dyce train-backbone``, ``dyce train-exits`` and ``dyce record``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from dyce.errors import DyceError
+
+SEARCH_SPLITS = ("heldout", "train")
+RECORD_SPLITS = ("train", "search", "val")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the model-side data and training subcommands."""
+    _register_prepare_data(subparsers)
+    _register_train_backbone(subparsers)
+    _register_train_exits(subparsers)
+    _register_record(subparsers)
+
+
+def _add_training_flags(parser: argparse.ArgumentParser, *, epochs: int, lr: float,
+                        weight_decay: float) -> None:
+    parser.add_argument("--epochs", type=int, default=epochs, help=f"(default {epochs})")
+    parser.add_argument("--lr", type=float, default=lr,
+                        help=f"peak AdamW learning rate, cosine-annealed per step (default {lr})")
+    parser.add_argument("--batch-size", type=int, default=64, help="(default 64)")
+    parser.add_argument("--weight-decay", type=float, default=weight_decay,
+                        help=f"AdamW weight decay (default {weight_decay})")
+    parser.add_argument("--seed", type=int, default=0, help="initialisation, shuffling, "
+                        "augmentation (default 0)")
+    parser.add_argument("--device", default="auto",
+                        help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="data-loading worker processes (default 0: in the main process)")
+    parser.add_argument("--checkpoint-dir", type=Path, default=None,
+                        help="write a checkpoint after every epoch here and resume from it")
+
+
+# --------------------------------------------------------------------------- prepare-data
+
+
+def _register_prepare_data(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "prepare-data", help="fix the train/search/val splits of a dataset (SPLITS.json)",
+        description="Choose the train, search and val samples of a dataset from a seed and write "
+        "them as JSON. Datasets: digits (bundled, offline), cifar10, cifar100 (torchvision; "
+        "--download fetches them into --root), imagefolder (--root with train/ and val/).",
+    )
+    parser.add_argument("--dataset", required=True,
+                        help="digits, cifar10, cifar100 or imagefolder")
+    parser.add_argument("--root", type=Path, default=None, help="data folder (not for digits)")
+    parser.add_argument("--download", action="store_true",
+                        help="download CIFAR into --root when it is not there")
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--val-fraction", type=float, default=0.2,
+                        help="digits only: stratified fraction held out for val (default 0.2); "
+                        "the other datasets use their official test/val split")
+    parser.add_argument("--search-split", choices=SEARCH_SPLITS, default="heldout",
+                        help="search on a held-out part of the training data (default) or on "
+                        "the training data itself (the original DyCE)")
+    parser.add_argument("--search-fraction", type=float, default=0.2,
+                        help="stratified fraction of the training pool held out for the search "
+                        "(default 0.2)")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="side in pixels (default: 8 digits, 32 CIFAR, 224 imagefolder)")
+    parser.add_argument("--out", type=Path, required=True, help="SPLITS.json to write")
+    parser.set_defaults(func=_prepare_data)
+
+
+def _prepare_data(args: argparse.Namespace) -> int:
+    from dyce.data import prepare_splits
+    from dyce.io import write_json
+
+    splits = prepare_splits(
+        args.dataset, root=args.root, seed=args.seed, val_fraction=args.val_fraction,
+        search_split=args.search_split, search_fraction=args.search_fraction,
+        download=args.download, image_size=args.image_size,
+    )
+    write_json(args.out, splits)
+    sizes = ", ".join(f"{name} {len(indices)}" for name, indices in splits["splits"].items())
+    print(f"{args.out}: {splits['dataset']} ({splits['num_classes']} classes, "
+          f"{splits['image_size']} px): {sizes}")
+    return 0
+
+
+# --------------------------------------------------------------------------- train-backbone
+
+
+def _register_train_backbone(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train-backbone", help="train a backbone from random weights (BACKBONE.pt)",
+        description="Train a backbone with cross-entropy on the train split (AdamW, cosine "
+        "schedule) and report its accuracy on the val split.",
+    )
+    parser.add_argument("--data", type=Path, required=True, help="SPLITS.json")
+    parser.add_argument("--model", required=True, help="backbone name (see dyce.models)")
+    _add_training_flags(parser, epochs=30, lr=3e-3, weight_decay=5e-4)
+    parser.add_argument("--out", type=Path, required=True, help="BACKBONE.pt to write")
+    parser.set_defaults(func=_train_backbone)
+
+
+def _train_backbone(args: argparse.Namespace) -> int:
+    from dyce.data import load_split, load_splits
+    from dyce.train import evaluate_accuracy, save_backbone, train_backbone
+
+    splits = load_splits(args.data)
+    result = train_backbone(
+        splits, args.model, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+        weight_decay=args.weight_decay, seed=args.seed, device=args.device,
+        checkpoint_dir=args.checkpoint_dir, num_workers=args.workers,
+    )
+    accuracy = evaluate_accuracy(
+        result.model, load_split(splits, "val"), batch_size=max(args.batch_size, 256),
+        device=args.device,
+    )
+    save_backbone(args.out, result.model, result.spec, result.history,
+                  metrics={"val_accuracy": accuracy})
+    print(f"{args.out}: {args.model} on {splits['dataset']}, val accuracy {accuracy:.4f}")
+    return 0
+
+
+# --------------------------------------------------------------------------- train-exits
+
+
+def _register_train_exits(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train-exits", help="train every exit head on a frozen backbone (EXITS.pt)",
+        description="Attach exit heads of every type at every tap of a frozen backbone and "
+        "train them jointly by soft distillation from the final head (mixed with "
+        "cross-entropy by --distill-weight).",
+    )
+    parser.add_argument("--data", type=Path, required=True, help="SPLITS.json")
+    parser.add_argument("--model", required=True, help="backbone name (see dyce.models)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--backbone", type=Path, help="BACKBONE.pt from dyce train-backbone")
+    source.add_argument("--weights", help="torchvision weights enum (e.g. "
+                        "ResNet50_Weights.IMAGENET1K_V2) or a state-dict file")
+    parser.add_argument("--taps", default="auto",
+                        help="auto (after every block) or comma-separated graph node names")
+    parser.add_argument("--exit-types", default=None,
+                        help="comma-separated mlp{L}x{W} names (default: the five of the paper)")
+    _add_training_flags(parser, epochs=20, lr=1e-2, weight_decay=1e-4)
+    parser.add_argument("--temperature", type=float, default=1.0,
+                        help="distillation temperature T (default 1)")
+    parser.add_argument("--distill-weight", type=float, default=1.0,
+                        help="weight of the distillation term; 1 - it weighs cross-entropy "
+                        "(default 1: pure soft distillation, as in the paper)")
+    parser.add_argument("--out", type=Path, required=True, help="EXITS.pt to write")
+    parser.set_defaults(func=_train_exits)
+
+
+def _train_exits(args: argparse.Namespace) -> int:
+    from dyce.data import load_splits
+    from dyce.models import save_exits_checkpoint
+    from dyce.train import prepare_exit_network, train_exits
+
+    splits = load_splits(args.data)
+    net = prepare_exit_network(
+        splits, args.model, backbone_path=args.backbone, weights=args.weights, taps=args.taps,
+        exit_types=args.exit_types, seed=args.seed,
+    )
+    result = train_exits(
+        splits, net, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+        weight_decay=args.weight_decay, temperature=args.temperature,
+        distill_weight=args.distill_weight, seed=args.seed, device=args.device,
+        checkpoint_dir=args.checkpoint_dir, num_workers=args.workers,
+    )
+    training = {
+        "dataset": splits["dataset"], "epochs": args.epochs, "lr": args.lr,
+        "batch_size": args.batch_size, "weight_decay": args.weight_decay,
+        "temperature": args.temperature, "distill_weight": args.distill_weight,
+        "seed": args.seed, "history": result.history,
+        "backbone": None if args.backbone is None else str(args.backbone),
+    }
+    save_exits_checkpoint(args.out, result.model, extra={"training": training})
+    last = result.history[-1]["accuracy"]
+    print(f"{args.out}: {len(last) - 1} exits on {args.model}; training accuracy of the exits "
+          f"{min(last[:-1]):.3f}..{max(last[:-1]):.3f}, final head {last[-1]:.3f}")
+    return 0
+
+
+# --------------------------------------------------------------------------- record
+
+
+def _register_record(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "record", help="record every exit's top-k predictions on one split (Parquet)",
+        description="Run the multi-exit network over one split and write, for every sample, "
+        "its label and the top-k classes and softmax probabilities of every exit and of the "
+        "final head.",
+    )
+    parser.add_argument("--exits", type=Path, required=True, help="EXITS.pt")
+    parser.add_argument("--data", type=Path, required=True, help="SPLITS.json")
+    parser.add_argument("--split", choices=RECORD_SPLITS, required=True)
+    parser.add_argument("--topk", type=int, default=1, help="classes kept per exit (default 1)")
+    parser.add_argument("--batch-size", type=int, default=256, help="(default 256)")
+    parser.add_argument("--device", default="auto",
+                        help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="data-loading worker processes (default 0)")
+    parser.add_argument("--out", type=Path, required=True, help="RECORDS.parquet to write")
+    parser.set_defaults(func=_record)
+
+
+def _record(args: argparse.Namespace) -> int:
+    from dyce.data import load_split, load_splits
+    from dyce.models import load_exits_checkpoint
+    from dyce.recording import record_split
+
+    splits = load_splits(args.data)
+    net = load_exits_checkpoint(args.exits)
+    spec = dict(net.spec)
+    for key, data_key in (("num_classes", "num_classes"), ("in_channels", "in_channels"),
+                          ("input_size", "image_size")):
+        if spec.get(key) is not None and spec[key] != splits[data_key]:
+            raise DyceError(
+                f"exits were trained with {key}={spec[key]}, but {args.data} has "
+                f"{splits[data_key]}", path=args.exits, field=key,
+            )
+    dataset = load_split(splits, args.split)
+    count = record_split(
+        net, dataset, topk=args.topk, batch_size=args.batch_size, device=args.device,
+        out_path=args.out, model=str(spec.get("model", "")), dataset_name=splits["dataset"],
+        split=args.split, num_workers=args.workers,
+    )
+    print(f"{args.out}: {count} samples of split '{args.split}'", file=sys.stdout)
+    return 0
