@@ -207,6 +207,7 @@ def build_bundle(
     paths = [front_table] if isinstance(front_table, (str, os.PathLike)) else list(front_table)
     front = read_front(paths, num_positions, len(exit_types))
     used = sorted({(p, k) for entry in front for p, (k, _) in enumerate(entry.config) if k >= 0})
+    dataset = spec.get("dataset") or _front_dataset(paths)
     heads = []
     for position, exit_type in used:
         head = net.exit_heads[position][exit_type]
@@ -222,6 +223,7 @@ def build_bundle(
         "format": BUNDLE_FORMAT,
         "version": BUNDLE_VERSION,
         "spec": spec,
+        "dataset": dataset,
         "backbone_state": {k: v.detach().cpu().clone() for k, v in net.backbone.state_dict().items()},
         "exit_heads": heads,
         "macs_info": macs.raw,
@@ -231,6 +233,18 @@ def build_bundle(
         torch.save(payload, tmp)
     return {"configurations": len(front), "exit_heads": len(heads),
             "exit_heads_total": (num_positions - 1) * len(exit_types)}
+
+
+def _front_dataset(paths: Sequence[str | os.PathLike]) -> str | None:
+    """The one dataset named in the fronts' ``dataset`` column (for preprocessing), else None."""
+    import polars as pl
+
+    names = set()
+    for path in paths:
+        schema = pl.read_parquet_schema(path)
+        if "dataset" in schema:
+            names.update(v for v in pl.read_parquet(path, columns=["dataset"])["dataset"] if v)
+    return names.pop() if len(names) == 1 else None
 
 
 def load_bundle(path: str | os.PathLike) -> dict[str, Any]:
@@ -304,8 +318,10 @@ class EarlyExitRuntime:
         front: Sequence[FrontEntry],
         device: torch.device,
         source: str | None = None,
+        dataset: str | None = None,
     ):
         self.spec = dict(spec)
+        self.dataset = dataset
         self.source = source
         self.device = device
         self.taps = [str(t) for t in spec["taps"]]
@@ -361,7 +377,8 @@ class EarlyExitRuntime:
                        **{k: v for k, v in row.items() if k != "config"})
             for row in payload["front"]
         ]
-        return cls(backbone, spec, heads, macs, front, resolve_device(device), source=where)
+        return cls(backbone, spec, heads, macs, front, resolve_device(device), source=where,
+                   dataset=payload.get("dataset"))
 
     # ----------------------------------------------------------------------- switching
 
@@ -555,3 +572,20 @@ class EarlyExitRuntime:
         positions = positions.cpu()
         return RuntimeOutput(predictions.cpu(), positions, plan.leave_macs[positions],
                              confidences.cpu())
+
+
+def prediction_summary(
+    exit_position: np.ndarray, macs: np.ndarray, ori_macs: float, num_positions: int,
+    predictions: np.ndarray | None = None, labels: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Figures of a prediction run: ``samples``, ``relative_macs`` (mean MACs / ``ori_macs``),
+    ``exit_ratio`` (``P`` fractions per position) and ``accuracy`` (None without labels)."""
+    count = int(exit_position.shape[0])
+    if count == 0:
+        raise DyceError("no samples were predicted", field="input")
+    ratio = np.bincount(exit_position.astype(np.int64), minlength=num_positions) / count
+    accuracy = None
+    if labels is not None and predictions is not None:
+        accuracy = float(np.mean(predictions == labels))
+    return {"samples": count, "relative_macs": float(np.mean(macs) / ori_macs),
+            "exit_ratio": [float(r) for r in ratio], "accuracy": accuracy}

@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 import torch
 
+from dyce.cli import main as dyce_main
 from dyce.data import load_split, prepare_splits
 from dyce.errors import DyceError
 from dyce.evaluate import evaluate_config, position_macs
@@ -118,6 +119,7 @@ def setup(tmp_path_factory, one_thread) -> dict:
     fronts = [folder / "front_global.parquet", folder / "front_dyce.parquet"]
     summary = build_bundle(folder / "exits.pt", fronts, folder / "macs.json",
                            folder / "bundle.pt")
+    (folder / "splits.json").write_text(json.dumps(splits))
     val = load_split(splits, "val")
     images = torch.stack([val[i][0] for i in range(len(val))])
     return {"folder": folder, "splits": splits, "net": net, "records": records, "macs": macs,
@@ -345,3 +347,59 @@ def test_a_confidence_equal_to_the_threshold_does_not_leave(setup):
     left = out.exit_position.numpy() == position
     np.testing.assert_array_equal(left, confidences.astype(np.float64) > threshold)
     assert not left[at_threshold].any()
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_cli_bundle_and_predict_on_a_split_report_the_evaluated_figures(setup, tmp_path, capsys):
+    folder, records = setup["folder"], setup["records"]["val"]
+    fronts = [str(f) for f in setup["fronts"]]
+    assert dyce_main(["bundle", "--exits", str(folder / "exits.pt"), "--front", *fronts,
+                      "--macs-info", str(folder / "macs.json"),
+                      "--out", str(tmp_path / "b.pt")]) == 0
+    assert "exit heads kept" in capsys.readouterr().out
+    runtime = EarlyExitRuntime.load(tmp_path / "b.pt", device="cpu")
+    budget = sorted(e.relative_macs for e in runtime.front)[len(runtime.front) // 2]
+    entry = runtime.set_budget(budget)
+    assert dyce_main(["predict", str(tmp_path / "b.pt"), "--data", str(folder / "splits.json"),
+                      "--split", "val", "--budget", str(budget), "--batch-size", "50",
+                      "--device", "cpu", "--out", str(tmp_path / "p.parquet")]) == 0
+    printed = capsys.readouterr().out
+    expected = evaluate_config(records, setup["macs"], entry.config, per_sample=True)
+    assert f"accuracy: {expected.raw_acc:.4f}" in printed
+    assert f"mean relative MACs: {expected.relative_macs:.4f}" in printed
+    assert "exit ratios: layer1.0 " in printed
+    table = pl.read_parquet(tmp_path / "p.parquet")
+    assert table["sample_id"].to_list() == records.sample_ids.tolist()
+    np.testing.assert_array_equal(table["exit_position"].to_numpy(), expected.exit_position)
+    np.testing.assert_array_equal(table["prediction"].to_numpy(), expected.prediction)
+
+
+def test_cli_predict_on_an_image_folder(setup, tmp_path, capsys):
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for i in range(5):
+        pixels = np.round(digits.images[i] * 255 / 16).astype(np.uint8)
+        Image.fromarray(pixels).save(tmp_path / f"digit{i}.png")
+    bundle = str(setup["folder"] / "bundle.pt")
+    args = ["predict", bundle, "--images", str(tmp_path), "--lambda", "0.7", "--device", "cpu"]
+    assert dyce_main(args) == 2
+    assert "give --dataset" in capsys.readouterr().err
+    assert dyce_main([*args, "--dataset", "digits", "--out", str(tmp_path / "p.parquet")]) == 0
+    printed = capsys.readouterr().out
+    assert "samples: 5 " in printed and "\naccuracy:" not in printed
+    table = pl.read_parquet(tmp_path / "p.parquet")
+    assert [Path(p).name for p in table["path"]] == [f"digit{i}.png" for i in range(5)]
+    assert table["prediction"].is_between(0, 9).all()
+
+
+def test_cli_predict_errors_are_one_line_with_status_2(setup, capsys):
+    folder = setup["folder"]
+    base = ["predict", str(folder / "bundle.pt"), "--data", str(folder / "splits.json")]
+    assert dyce_main([*base, "--risk", "0.05", "0.1"]) == 2
+    assert "--risk needs --calibration-records" in capsys.readouterr().err
+    assert dyce_main([*base, "--budget", "0.0"]) == 2
+    assert "below the cheapest configuration" in capsys.readouterr().err
