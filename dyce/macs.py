@@ -59,16 +59,20 @@ def count_macs(model: nn.Module, inputs: tuple) -> tuple[int, int]:
 def truncated_extractor(extractor: nn.Module, key: str) -> fx.GraphModule:
     """The eval graph of a ``create_feature_extractor`` module cut after the output ``key``.
 
-    Only the nodes that output depends on are kept (dead code eliminated), so the module
-    computes exactly the backbone up to that tap.
+    Nodes after the tap are dropped, then every node the tap does not depend on (dead code;
+    shape assertions stay), so the module computes exactly the backbone up to that tap.
     """
     source = extractor.eval_graph
     output_node = next(node for node in source.nodes if node.op == "output")
     outputs = output_node.args[0]
+    target = outputs[key]
     graph = fx.Graph()
     value_map: dict[fx.Node, fx.Node] = {}
-    graph.graph_copy(source, value_map)
-    graph.output(value_map[outputs[key]])
+    for node in source.nodes:  # nodes after the tap cannot feed it; side-effect nodes there
+        value_map[node] = graph.node_copy(node, value_map.__getitem__)  # (asserts) would stay
+        if node is target:
+            break
+    graph.output(value_map[target])
     module = fx.GraphModule(extractor, graph)
     module.graph.eliminate_dead_code()
     module.recompile()

@@ -20,7 +20,9 @@ def test_parse_exit_type_reads_layers_and_width():
     assert (exit_type.num_layers, exit_type.hidden_width) == (3, 500)
 
 
-@pytest.mark.parametrize("bad", ["mlp", "mlp0x100", "mlp3x", "cnn1x100", "mlp3x500x2", "", "mlp-1x5"])
+@pytest.mark.parametrize(
+    "bad", ["mlp", "mlp0x100", "mlp3x", "cnn1x100", "mlp3x500x2", "", "mlp-1x5"]
+)
 def test_bad_exit_type_names_are_rejected(bad):
     with pytest.raises(DyceError, match="exit type"):
         parse_exit_type(bad)

@@ -23,6 +23,15 @@ from dyce.models import (
 TWO_TYPES = ["mlp1x16", "mlp2x8"]
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: the test machine's cores are shared by parallel test workers."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _network(name, size, num_classes=5, in_channels=3, exit_types=TWO_TYPES, taps="auto"):
     torch.manual_seed(0)
     backbone = build_backbone(
@@ -202,7 +211,9 @@ def test_multi_exit_network_on_every_family(name, size, layout):
     # position-major order: exit p*T + k is head k at position p
     features, _ = net.tap_features(x)
     last = positions - 1
-    torch.testing.assert_close(exit_logits[:, last * 2 + 1], net.exit_heads[last][1](features[last]))
+    torch.testing.assert_close(
+        exit_logits[:, last * 2 + 1], net.exit_heads[last][1](features[last])
+    )
 
 
 def test_ambiguous_square_feature_maps_get_the_right_layout():
