@@ -19,9 +19,10 @@ from dyce.macs_info import load_macs_info
 from dyce.models import MultiExitNetwork, build_backbone, save_exits_checkpoint
 from dyce.recording import record_split
 from dyce.records import read_records
-from dyce.results import evaluate_table, search_table, write_table
+from dyce.results import evaluate_table, pareto_front, search_table, write_table
 from dyce.risk import choose_by_risk, risk_losses
 from dyce.runtime import EarlyExitRuntime, build_bundle, load_bundle
+from dyce.search import search_configs
 from dyce.strategies import global_threshold
 
 EXIT_TYPES = ("mlp1x1000", "mlp3x500")
@@ -106,17 +107,22 @@ def setup(tmp_path_factory, one_thread) -> dict:
     results = global_threshold(search, macs, thresholds=thresholds, progress=False)
     table = evaluate_table(search_table(results, method="global_threshold"), records["val"], macs)
     write_table(table, folder / "front_global.parquet")
-    # Front 2: per-position configurations tagged with a λ, as DyCE's search produces them.
+    # Front 2: DyCE's own search (onepass over a few λ), evaluated on val, Pareto-filtered.
+    searched = search_configs(search, macs, "onepass", [0.6, 0.8, 0.9, 0.95, 0.99, 1.0],
+                              progress=False)
+    table = evaluate_table(search_table(searched, method="onepass"), records["val"], macs)
+    write_table(pareto_front(table), folder / "front_onepass.parquet")
+    # Front 3: varied per-position configurations by hand, tagged with a λ.
     configs = _mixed_configs(search, np.random.default_rng(1), 6)
     rows = []
     for lam, config in zip(np.linspace(0.5, 1.0, len(configs)), configs, strict=True):
         evaluation = evaluate_config(records["val"], macs, config)
-        rows.append({"method": "onepass", "lambda": float(lam), "parameter_name": "lambda",
+        rows.append({"method": "handmade", "lambda": float(lam), "parameter_name": "lambda",
                      "parameter": float(lam), "config": json.dumps(config),
                      "relative_macs": evaluation.relative_macs,
                      "relative_acc": evaluation.relative_acc})
-    pl.DataFrame(rows).write_parquet(folder / "front_dyce.parquet")
-    fronts = [folder / "front_global.parquet", folder / "front_dyce.parquet"]
+    pl.DataFrame(rows).write_parquet(folder / "front_handmade.parquet")
+    fronts = [folder / f"front_{name}.parquet" for name in ("global", "onepass", "handmade")]
     summary = build_bundle(folder / "exits.pt", fronts, folder / "macs.json",
                            folder / "bundle.pt")
     (folder / "splits.json").write_text(json.dumps(splits))
@@ -189,7 +195,8 @@ def test_bundle_keeps_only_the_exit_heads_the_front_uses(setup):
     assert payload["macs_info"] == setup["macs"]
     assert len(payload["front"]) == sum(len(pl.read_parquet(f)) for f in setup["fronts"])
     entry = payload["front"][-1]
-    assert entry["method"] == "onepass" and entry["lambda_value"] == pytest.approx(1.0)
+    assert entry["method"] == "handmade" and entry["lambda_value"] == pytest.approx(1.0)
+    assert any(e["method"] == "onepass" for e in payload["front"])
     # A head outside the bundle cannot be activated by hand.
     runtime = setup["runtime"]
     num_positions = runtime.num_positions
@@ -272,7 +279,8 @@ def test_switching_takes_effect_from_the_next_call_only(setup):
     def switch_mid_call(*_):
         if not switched.is_set():
             switched.set()
-            runtime.set_budget(1.0)  # as another thread would, while this call is running
+            # as another thread would, while this call is running
+            runtime.set_config([[-1, 1.0]] * (runtime.num_positions - 1))
 
     hook = runtime.stages[0].register_forward_hook(switch_mid_call)
     try:
@@ -288,10 +296,12 @@ def test_switching_takes_effect_from_the_next_call_only(setup):
 
 def test_lambda_selects_the_nearest_searched_lambda(setup):
     runtime = setup["runtime"]
-    lambdas = sorted(e.lambda_value for e in runtime.front if e.lambda_value is not None)
-    chosen = runtime.set_lambda(lambdas[2] + 0.01)
-    assert chosen.lambda_value == lambdas[2]
+    lambdas = sorted(e.lambda_value for e in runtime.front if e.method == "handmade")
+    chosen = runtime.set_lambda(lambdas[2] + 0.01, method="handmade")
+    assert chosen.lambda_value == lambdas[2] and chosen.method == "handmade"
     assert runtime.current is chosen
+    with pytest.raises(DyceError, match="handmade, onepass; choose a method"):
+        runtime.set_lambda(0.7)
     with pytest.raises(DyceError, match="no λ configuration of msdnet"):
         runtime.set_lambda(0.7, method="msdnet")
 
@@ -385,7 +395,8 @@ def test_cli_predict_on_an_image_folder(setup, tmp_path, capsys):
         pixels = np.round(digits.images[i] * 255 / 16).astype(np.uint8)
         Image.fromarray(pixels).save(tmp_path / f"digit{i}.png")
     bundle = str(setup["folder"] / "bundle.pt")
-    args = ["predict", bundle, "--images", str(tmp_path), "--lambda", "0.7", "--device", "cpu"]
+    args = ["predict", bundle, "--images", str(tmp_path), "--lambda", "0.7", "--method",
+            "onepass", "--device", "cpu"]
     assert dyce_main(args) == 2
     assert "give --dataset" in capsys.readouterr().err
     assert dyce_main([*args, "--dataset", "digits", "--out", str(tmp_path / "p.parquet")]) == 0
