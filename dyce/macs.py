@@ -7,7 +7,8 @@ The result is the seed's ``macs_info`` dictionary (see :mod:`dyce.macs_info`)::
                   "ori_macs": int, "params": [P values], "ori_params": int,
                   "positions": [P-1 tap names, "final"], "input_size": [H, W], "in_channels": int}}
 
-All counts are for one sample (batch 1). ``backbone.macs[p]`` for ``p < P-1`` is the thop count
+All counts are for one sample (batch 1). Batch norm counts nothing by default (folded into the
+preceding convolution at inference, as in torchvision's published figures). ``backbone.macs[p]`` for ``p < P-1`` is the thop count
 of the feature extractor truncated at tap p (every node the tap depends on); the last entry is the
 thop count of the whole backbone. Head MACs are the head's Linear layers plus its global average
 pooling (one add per input element and one divide per channel, as thop counts
@@ -45,14 +46,25 @@ def _count_global_pool(module: GlobalPool, inputs: tuple, output: torch.Tensor) 
     module.total_ops += inputs[0].numel() + output.numel()
 
 
+def _folded_batchnorm(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+    """thop rule for batch norm at inference: folded into the preceding layer, no MACs."""
+
+
 CUSTOM_OPS: dict[type, Any] = {GlobalPool: _count_global_pool}
 
 
-def count_macs(model: nn.Module, inputs: tuple) -> tuple[int, int]:
-    """thop ``(MACs, parameters)`` of ``model(*inputs)`` (eval mode, no gradients)."""
+def count_macs(model: nn.Module, inputs: tuple, *, fold_batchnorm: bool = True) -> tuple[int, int]:
+    """thop ``(MACs, parameters)`` of ``model(*inputs)`` (eval mode, no gradients).
+
+    ``fold_batchnorm``: batch norm costs nothing (at inference it folds into the convolution
+    before it; torchvision's published figures count it so); False keeps thop's 2 per element.
+    """
     import thop
 
-    macs, params = thop.profile(model, inputs=inputs, custom_ops=CUSTOM_OPS, verbose=False)
+    custom_ops = dict(CUSTOM_OPS)
+    if fold_batchnorm:
+        custom_ops[nn.modules.batchnorm._BatchNorm] = _folded_batchnorm
+    macs, params = thop.profile(model, inputs=inputs, custom_ops=custom_ops, verbose=False)
     return int(round(float(macs))), int(round(float(params)))
 
 
@@ -82,7 +94,11 @@ def truncated_extractor(extractor: nn.Module, key: str) -> fx.GraphModule:
 
 
 def _backbone_macs(
-    backbone: nn.Module, taps: Sequence[str], input_size: tuple[int, int], in_channels: int
+    backbone: nn.Module,
+    taps: Sequence[str],
+    input_size: tuple[int, int],
+    in_channels: int,
+    fold_batchnorm: bool,
 ) -> tuple[list[int], list[int], int, int, list[tuple[int, ...]], list[str]]:
     nodes = graph_node_names(backbone)
     extractor = tap_extractor(backbone, taps, nodes[-1])
@@ -90,10 +106,11 @@ def _backbone_macs(
         backbone, extractor, len(taps), input_size, in_channels, "cpu"
     )
     dummy = torch.zeros(1, in_channels, *input_size)
-    ori_macs, ori_params = count_macs(backbone, (dummy,))
+    ori_macs, ori_params = count_macs(backbone, (dummy,), fold_batchnorm=fold_batchnorm)
     macs, params = [], []
     for index in range(len(taps)):
-        tap_macs, tap_params = count_macs(truncated_extractor(extractor, f"tap{index}"), (dummy,))
+        truncated = truncated_extractor(extractor, f"tap{index}")
+        tap_macs, tap_params = count_macs(truncated, (dummy,), fold_batchnorm=fold_batchnorm)
         macs.append(tap_macs)
         params.append(tap_params)
     return macs + [ori_macs], params + [ori_params], ori_macs, ori_params, shapes, layouts
@@ -130,13 +147,15 @@ def macs_info_for(
     exit_types: str | Sequence[str] | None = DEFAULT_EXIT_TYPES,
     taps: str | Sequence[str] | None = "auto",
     name: str | None = None,
+    fold_batchnorm: bool = True,
 ) -> dict[str, Any]:
     """``macs_info`` (seed format, one sample) for a backbone and exit heads at its taps.
 
     ``model_or_spec`` is a model name (built with random weights: MACs do not depend on them), a
     backbone module, a :class:`~dyce.models.MultiExitNetwork` (its taps, exit types, heads and
     input size are used, the keyword arguments ignored) or a network spec dictionary. Counting
-    runs on CPU (a backbone on another device is copied there).
+    runs on CPU (a backbone on another device is copied there). ``fold_batchnorm`` as in
+    :func:`count_macs`.
     ``input_size`` is in pixels (int or (H, W)); required unless a network or spec gives it.
     """
     if isinstance(model_or_spec, MultiExitNetwork):
@@ -178,7 +197,7 @@ def macs_info_for(
     if any(p.device.type != "cpu" for p in backbone.parameters()):
         backbone = copy.deepcopy(backbone).to("cpu")
     macs, params, ori_macs, ori_params, shapes, layouts = _backbone_macs(
-        backbone, tap_names, size, in_channels
+        backbone, tap_names, size, in_channels, fold_batchnorm
     )
     head_table = _head_table(exit_types, shapes, layouts, num_classes)
     return {

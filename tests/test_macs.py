@@ -122,12 +122,32 @@ def _published_check(name: str) -> None:
     assert abs(macs / 1e9 - published_gmacs) / published_gmacs < 0.015
 
 
-def test_resnet18_total_matches_torchvision():
-    _published_check("resnet18")
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small"])
+def test_small_model_totals_match_torchvision(name):
+    _published_check(name)
+
+
+def test_batchnorm_is_folded_unless_asked_to_count_it():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4))
+    x = torch.zeros(1, 3, 5, 5)
+    conv = 4 * 25 * 3 * 9
+    assert count_macs(model, (x,))[0] == conv
+    assert count_macs(model, (x,), fold_batchnorm=False)[0] == conv + 2 * 2 * 4 * 25
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["resnet50", "resnet152", "convnext_tiny", "vit_b_16", "swin_t"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "resnet50",
+        "resnet152",
+        "convnext_tiny",
+        "vit_b_16",
+        "swin_t",
+        "efficientnet_b0",
+        "regnet_y_400mf",
+    ],
+)
 def test_totals_match_torchvision(name):
     _published_check(name)
 

@@ -31,6 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="EXITS.pt",
         help="take model, taps, exit types and sizes from this exits checkpoint",
     )
+    parser.add_argument(
+        "--count-batchnorm",
+        action="store_true",
+        help="count batch norm as thop does (2 per element) instead of folded (0)",
+    )
     parser.add_argument("--out", required=True, metavar="MACS.json", help="output JSON file")
     parser.set_defaults(func=run_macs)
 
@@ -43,7 +48,7 @@ def run_macs(args: argparse.Namespace) -> int:
 
     if args.exits is not None:
         spec = read_exits_checkpoint(args.exits)["spec"]
-        info = macs_info_for(spec)
+        info = macs_info_for(spec, fold_batchnorm=not args.count_batchnorm)
     else:
         if args.model is None or args.input_size is None:
             raise DyceError("give --model and --input-size, or --exits EXITS.pt")
@@ -54,6 +59,7 @@ def run_macs(args: argparse.Namespace) -> int:
             num_classes=args.num_classes,
             exit_types=args.exit_types,
             taps=args.taps,
+            fold_batchnorm=not args.count_batchnorm,
         )
     write_macs_info(args.out, info)
     backbone = info["backbone"]
