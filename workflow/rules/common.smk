@@ -10,10 +10,8 @@ from snakemake.exceptions import WorkflowError
 
 REPO = Path(workflow.basedir).parent
 # Jobs call the dyce command of the environment that runs Snakemake (e.g. .venv/bin), also when
-# that environment is not activated; a conda environment of --sdm conda still comes first.
-os.environ["PATH"] = (
-    f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-)
+# that environment is not activated.
+shell.prefix(f'set -euo pipefail; export PATH="{Path(sys.executable).parent}:$PATH"; ')
 LIBRARY = REPO / "dyce"
 DYCE_METHODS = ("onepass", "circular", "samethres")
 PEER_METHODS = ("global_threshold", "msdnet", "patience")

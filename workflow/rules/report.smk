@@ -30,7 +30,7 @@ rule plot:
 
 rule model_summary:
     input:
-        library("summary", "results"),
+        library("summary", "results", "plots"),
         fronts=fronts,
     output:
         report(
@@ -58,7 +58,7 @@ rule model_summary:
 
 rule summary:
     input:
-        library("summary", "results"),
+        library("summary", "results", "plots"),
         fronts=all_fronts(),
     output:
         report(

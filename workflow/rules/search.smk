@@ -21,7 +21,8 @@ rule search_lambda:
         options=search_options,
     shell:
         "dyce search {input.records} --macs-info {input.macs} --method {wildcards.method}"
-        " --lambda {wildcards.lam} {params.options} --no-progress --out {output} > {log} 2>&1"
+        " --lambda {wildcards.lam} {params.options} --model {wildcards.model}"
+        " --dataset {wildcards.dataset} --no-progress --out {output} > {log} 2>&1"
 
 
 rule search_peer:
@@ -45,7 +46,8 @@ rule search_peer:
         runtime=30,
     shell:
         "dyce search {input.records} --macs-info {input.macs} --method {wildcards.method}"
-        " --no-progress --out {output} > {log} 2>&1"
+        " --model {wildcards.model} --dataset {wildcards.dataset} --no-progress"
+        " --out {output} > {log} 2>&1"
 
 
 rule evaluate:
