@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 
 import pytest
@@ -104,14 +105,16 @@ def test_mismatching_state_dict_names_the_keys(tmp_path):
 
 def test_pickled_object_is_not_executed(tmp_path):
     path = tmp_path / "evil.pt"
+    marker = tmp_path / "code-ran"
 
     class Payload:
         def __reduce__(self):
-            return (print, ("this must not run",))
+            return (os.mkdir, (str(marker),))
 
-    path.write_bytes(pickle.dumps(Payload()))
+    path.write_bytes(pickle.dumps({"model": Payload()}))
     with pytest.raises(DyceError, match="not a readable"):
         build_backbone("small_resnet8", num_classes=10, weights=path)
+    assert not marker.exists()
 
 
 def test_classifier_replacement_for_published_weights():
