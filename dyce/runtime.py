@@ -293,12 +293,13 @@ class _Plan:
     entry: FrontEntry
     exits: tuple[tuple[int, nn.Module, float], ...]  # (position, head, threshold), enabled only
     leave_macs: torch.Tensor = field(repr=False)  # float64 (P,): cost of leaving at each position
+    final_macs: float = 0.0  # leave_macs[-1] as a number
 
 
 def _softmax_top1(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """float32 confidence and int64 class ``(B,)``, computed exactly as the recorder does."""
     confidence, prediction = torch.softmax(logits.float(), dim=-1).topk(1, dim=-1)
-    return confidence[:, 0], prediction[:, 0]
+    return confidence.view(-1), prediction.view(-1)
 
 
 class EarlyExitRuntime:
@@ -398,7 +399,7 @@ class EarlyExitRuntime:
         from dyce.evaluate import position_macs
 
         costs = torch.from_numpy(position_macs(self.macs, entry.config))
-        return _Plan(entry, tuple(exits), costs)
+        return _Plan(entry, tuple(exits), costs, float(costs[-1]))
 
     def _activate(self, entry: FrontEntry) -> FrontEntry:
         self._plan = self._make_plan(entry)  # one assignment: a call in flight keeps its plan
@@ -527,16 +528,19 @@ class EarlyExitRuntime:
         """Classify a batch ``x`` ``(B, C, H, W)`` with the active configuration."""
         self.check_input(x)
         plan = self._plan
-        x = x.to(self.device, non_blocking=True)
-        last = self.num_positions - 1
-        if not plan.exits:
-            confidence, prediction = _softmax_top1(self.backbone(x))
-            batch = x.shape[0]
-            return RuntimeOutput(
-                prediction.cpu(), torch.full((batch,), last, dtype=torch.int64),
-                plan.leave_macs[last].expand(batch).clone(), confidence.cpu(),
-            )
-        return self._early_exit(x, plan)
+        if x.device != self.device:
+            x = x.to(self.device, non_blocking=True)
+        if plan.exits:
+            return self._early_exit(x, plan)
+        # No exit enabled: the plain backbone, nothing per stage (overhead: a few microseconds).
+        confidence, prediction = _softmax_top1(self.backbone(x))
+        batch = x.shape[0]
+        if confidence.device.type != "cpu":
+            confidence, prediction = confidence.cpu(), prediction.cpu()
+        return RuntimeOutput(
+            prediction, torch.full((batch,), self.num_positions - 1, dtype=torch.int64),
+            torch.full((batch,), plan.final_macs, dtype=torch.float64), confidence,
+        )
 
     def _early_exit(self, x: torch.Tensor, plan: _Plan) -> RuntimeOutput:
         batch = x.shape[0]
