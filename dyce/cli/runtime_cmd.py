@@ -75,8 +75,8 @@ def _register_predict(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--method", default=None,
                         help="with --lambda: the search method when the front has several")
     parser.add_argument("--calibration-records", type=Path,
-                        help="RECORDS.parquet of a calibration split (for --risk); not the split "
-                        "the front was selected on")
+                        help="RECORDS.parquet of held-out calibration samples (for --risk); for "
+                        "the guarantee, samples used neither to train, search nor validate")
     parser.add_argument("--bound", choices=("clopper-pearson", "hoeffding-bentkus"),
                         default="clopper-pearson", help="upper confidence bound for --risk")
     parser.add_argument("--dataset", default=None,
