@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from dyce.errors import DyceError
 from dyce.evaluate import evaluate_config
 from dyce.search import (
-    _pareto_cuts,
+    CostScale,
+    _Curve,
     cost_scale,
     empty_config,
     evaluation_cost,
@@ -287,20 +288,28 @@ def test_equally_good_cuts_keep_the_highest_threshold():
 
 
 @settings(max_examples=200, deadline=None)
-@given(points=st.lists(st.tuples(st.integers(0, 8), st.integers(0, 8)), min_size=1,
-                       max_size=12))
-def test_pareto_pruning_keeps_every_lambda_winner(points):
-    acc = np.array([a / 8 for a, _m in points])
-    macs = np.array([m / 8 for _a, m in points])
-    for sign, lambdas in ((1.0, [0.25, 0.5, 0.75]), (-1.0, [1.5, 3.0])):
-        keep = _pareto_cuts(acc, macs, sign)
-        keep[int(np.argmax(acc))] = keep[int(np.argmin(macs))] = True
-        for lambda_ in lambdas + [0.0, 1.0]:
-            costs = lambda_ * (1 - acc) + (1 - lambda_) * macs  # exact in binary fractions
-            kept = np.flatnonzero(keep)
-            if sign < 0 and lambda_ < 1:
-                continue
-            assert kept[np.argmin(costs[kept])] == np.argmin(costs)
+@given(accuracy=st.lists(st.integers(0, 8), min_size=1, max_size=30),
+       direction=st.sampled_from([-1, 0, 1]), data=st.data())
+def test_divide_and_conquer_over_lambdas_finds_each_first_cheapest_cut(accuracy, direction,
+                                                                         data):
+    count = len(accuracy)
+    if direction == 0:  # MACs in any order
+        macs = np.array(data.draw(st.lists(st.integers(0, 8), min_size=count, max_size=count)))
+    else:  # strictly monotone MACs along the cuts
+        steps = np.array(data.draw(st.lists(st.integers(1, 3), min_size=count, max_size=count)))
+        macs = np.cumsum(steps) * direction
+    lambdas = np.array(data.draw(st.lists(st.sampled_from([0.0, 0.25, 0.5, 0.625, 0.75, 1.0,
+                                                            1.5, 3.0]), min_size=1,
+                                          max_size=9)))
+    # Binary fractions: every cost is exact, so "first cheapest" is unambiguous.
+    curve = _Curve(np.arange(count), np.array(accuracy) / 8, macs / 8.0, direction,
+                   np.zeros(count, np.float32), None, count)
+    scale = CostScale(0.0, 1.0, 0.0, 1.0)
+    best, best_cost = curve.best(lambdas, scale)
+    for lambda_, index, value in zip(lambdas, best, best_cost, strict=True):
+        costs = lambda_ * (1 - curve.acc) + (1 - lambda_) * curve.macs
+        assert index == np.argmin(costs)
+        assert value == costs.min()
 
 
 def test_empty_config():
