@@ -235,7 +235,7 @@ def prepare_splits(
         )
         val_len = len(labels)
     else:
-        val_pool = open_pool(dataset, val_pool_name, root=root, image_size=size, download=False)
+        val_pool = open_pool(dataset, val_pool_name, root=root, image_size=size, download=download)
         val_idx = np.arange(len(val_pool))
         val_len = len(val_pool)
         if dataset == "imagefolder" and list(val_pool.classes) != list(train_pool.classes):
