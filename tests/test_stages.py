@@ -33,7 +33,15 @@ def _small_swin() -> nn.Module:
     )
 
 
+def _small_resnet() -> nn.Module:
+    from dyce.models import build_backbone
+
+    return build_backbone("small_resnet14", num_classes=10, in_channels=1, input_size=8)
+
+
 CASES = {
+    "small_resnet14": (_small_resnet, ["layer1.0", "layer1.1", "layer2.0", "layer2.1", "layer3.0"],
+                       8),
     "resnet18": (lambda: torchvision.models.resnet18(num_classes=10),
                  ["layer1", "layer2", "layer3", "layer4"], 32),
     "mobilenet_v3_small": (lambda: torchvision.models.mobilenet_v3_small(num_classes=10),
@@ -51,7 +59,7 @@ def test_chained_stages_equal_the_full_forward(name: str) -> None:
     backbone = build().eval()
     stages = split_stages(backbone, taps)
     assert len(stages) == len(taps) + 1
-    x = torch.randn(3, 3, size, size)
+    x = torch.randn(3, 1 if name.startswith("small") else 3, size, size)
     with torch.no_grad():
         expected = backbone(x)
         assert torch.equal(run_stages(stages, x), expected)
@@ -119,3 +127,12 @@ def test_input_used_after_the_tap_is_rejected() -> None:
 def test_bad_taps_raise_a_clear_error(taps: list[str], message: str) -> None:
     with pytest.raises(DyceError, match=message):
         split_stages(torchvision.models.resnet18(), taps)
+
+
+def test_default_taps_of_every_tested_family_separate_the_graph() -> None:
+    from dyce.models import default_taps
+
+    for name, (build, _taps, _size) in CASES.items():
+        backbone = build()
+        stages = split_stages(backbone, default_taps(backbone))
+        assert len(stages) >= 2, name
