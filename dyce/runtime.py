@@ -169,14 +169,20 @@ def _plain_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     return plain(spec)
 
 
-def check_macs_matches(macs: MacsInfo, num_positions: int, exit_types: Sequence[str],
+def check_macs_matches(macs: MacsInfo, taps: Sequence[str], exit_types: Sequence[str],
                        where: str | None) -> None:
-    """Raise unless ``macs`` has ``num_positions`` positions and exactly these exit types."""
+    """Raise unless ``macs`` has one position per tap plus the final one (with the same names,
+    when the table lists them in ``backbone.positions``) and exactly these exit types."""
+    num_positions = len(taps) + 1
     if macs.num_positions != num_positions:
         raise DyceError(
             f"has {macs.num_positions} positions, the network has {num_positions} "
             f"({num_positions - 1} taps + final)", path=where, field="backbone.macs",
         )
+    names = macs.raw.get("backbone", {}).get("positions")
+    if names is not None and list(names)[:-1] != list(taps):
+        raise DyceError(f"positions {list(names)} are not the network's taps {list(taps)} + final",
+                        path=where, field="backbone.positions")
     if list(macs.head_names) != list(exit_types):
         raise DyceError(
             f"exit types {list(macs.head_names)} differ from the network's {list(exit_types)}",
@@ -203,7 +209,7 @@ def build_bundle(
     num_positions = len(spec["taps"]) + 1
     macs_where = None if isinstance(macs_info, (dict, MacsInfo)) else str(macs_info)
     macs = load_macs_info(macs_info)
-    check_macs_matches(macs, num_positions, exit_types, macs_where)
+    check_macs_matches(macs, spec["taps"], exit_types, macs_where)
     paths = [front_table] if isinstance(front_table, (str, os.PathLike)) else list(front_table)
     front = read_front(paths, num_positions, len(exit_types))
     used = sorted({(p, k) for entry in front for p, (k, _) in enumerate(entry.config) if k >= 0})
@@ -333,7 +339,7 @@ class EarlyExitRuntime:
         self.input_size: tuple[int, int] = (
             (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
         )
-        check_macs_matches(macs, self.num_positions, self.exit_types, source)
+        check_macs_matches(macs, self.taps, self.exit_types, source)
         self.macs = macs
         self.backbone = backbone.eval().to(device)
         self.stages = split_stages(self.backbone, self.taps)

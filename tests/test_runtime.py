@@ -222,6 +222,12 @@ def test_macs_table_that_does_not_match_the_network_is_rejected(setup, tmp_path)
     with pytest.raises(DyceError, match=r"renamed\.json.*'head'.*mlp5x1000"):
         build_bundle(folder / "exits.pt", setup["fronts"], tmp_path / "renamed.json",
                      tmp_path / "b.pt")
+    named = json.loads(json.dumps(setup["macs"]))
+    named["backbone"]["positions"] = ["layer1.0", "layer9", "x", "y", "z", "final"]
+    (tmp_path / "named.json").write_text(json.dumps(named))
+    with pytest.raises(DyceError, match=r"named\.json.*backbone\.positions.*layer9"):
+        build_bundle(folder / "exits.pt", setup["fronts"], tmp_path / "named.json",
+                     tmp_path / "b.pt")
     assert not (tmp_path / "b.pt").exists()
 
 
