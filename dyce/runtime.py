@@ -21,7 +21,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -33,6 +33,9 @@ from dyce.io import atomic_path
 from dyce.macs_info import MacsInfo, load_macs_info
 from dyce.records import ExitRecords
 from dyce.stages import split_stages
+
+if TYPE_CHECKING:
+    from dyce.risk import RiskChoice
 
 BUNDLE_FORMAT = "dyce-bundle"
 BUNDLE_VERSION = 1
@@ -478,7 +481,7 @@ class EarlyExitRuntime:
 
     def set_risk(self, epsilon: float, delta: float,
                  calibration_records: ExitRecords | str | os.PathLike,
-                 bound: str = "clopper-pearson"):
+                 bound: str = "clopper-pearson") -> RiskChoice:
         """Cheapest front configuration whose accuracy loss vs the final head is ``<= epsilon``
         with confidence ``1 - delta`` on ``calibration_records`` (see :mod:`dyce.risk`).
 
