@@ -63,8 +63,7 @@ def main() -> None:
                                 ignore=shutil.ignore_patterns("__pycache__"))
             else:
                 shutil.copy2(REPO / name, workdir / name)
-        common = ["--cores", str(args.cores), "--configfile", args.configfile,
-                  "--replace-workflow-config"]
+        common = ["--cores", str(args.cores), "--configfile", args.configfile]
         fresh = run(workdir, common)
         jobs = sum(1 for _ in (workdir / "results" / "benchmarks").rglob("*.tsv"))
         reruns = [run(workdir, common) for _ in range(args.reruns)]

@@ -1,6 +1,8 @@
 """Helpers of the dyce workflow: config checks, target lists, input functions, params."""
 
 import ast
+import hashlib
+import json
 import os
 import re
 import sys
@@ -85,12 +87,13 @@ def check_config():
             config_error(f"models.{model}.search", "no search method or peer selected")
         if search_setting(model, "methods") and not lambdas(model):
             config_error(f"models.{model}.search.lambdas", "the λ range is empty")
-    if bundle_method() is not None:
-        for model in config["models"]:
-            if bundle_method() not in search_setting(model, "methods"):
+    for model in config["models"]:
+        if config["bundle"]["enabled"] and not bundle_methods(model):
+            config_error(f"models.{model}.search.methods", "no DyCE method to bundle")
+        for method in config["bundle"]["methods"] or []:
+            if method not in search_setting(model, "methods"):
                 config_error(
-                    "bundle.method",
-                    f"'{bundle_method()}' is not searched for model '{model}'",
+                    "bundle.methods", f"'{method}' is not searched for model '{model}'"
                 )
     if workflow.is_main_process:
         unknown, known = unknown_architectures(map(architecture, config["models"]))
@@ -149,8 +152,9 @@ def lambdas(model):
     return sorted({format_lambda(value) for value in values}, key=float)
 
 
-def bundle_method():
-    return config["bundle"]["method"]
+def bundle_methods(model):
+    """Methods whose fronts go into the model's runtime bundle."""
+    return config["bundle"]["methods"] or list(search_setting(model, "methods"))
 
 
 def prepare_options(wildcards):
@@ -182,6 +186,54 @@ def cli_flags(settings):
     return " ".join(
         f"--{key.replace('_', '-')} {value}" for key, value in sorted(settings.items())
     )
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def _settings(model, stage):
+    """The config a stage's output depends on, upstream stages included."""
+    spec = model_spec(model)
+    if stage == "data":
+        return config["datasets"][dataset_of(model)]
+    if stage == "backbone":
+        return {
+            "data": _settings(model, "data"),
+            "architecture": architecture(model),
+            "weights": spec["weights"],
+            "training": spec.get("backbone_training", {}),
+        }
+    if stage == "exits":
+        return {
+            "backbone": _settings(model, "backbone"),
+            "taps": spec["taps"],
+            "exit_types": spec["exit_types"],
+            "training": spec.get("exit_training", {}),
+        }
+    if stage == "records":
+        return {"exits": _settings(model, "exits"), "topk": config["record"]["topk"]}
+    if stage == "search":
+        return {
+            "records": _settings(model, "records"),
+            "normalize": search_setting(model, "normalize"),
+            "calibration": search_setting(model, "calibration"),
+        }
+    raise ValueError(f"unknown stage {stage}")
+
+
+def provenance(stage):
+    """A param function: digest of the config behind a stage's output, upstream included.
+
+    Snakemake's params trigger then reruns a stage whenever anything upstream of it changed,
+    even when an intermediate file is gone (e.g. a rerun of an upstream job was killed and
+    Snakemake removed its output): mtimes alone would leave the stale downstream files.
+    """
+
+    def digest(wildcards):
+        text = json.dumps(_settings(wildcards.model, stage), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    return digest
 
 
 # --------------------------------------------------------------------------- library sources
@@ -268,8 +320,11 @@ def all_fronts():
     return [path for model in config["models"] for path in model_fronts(model)]
 
 
-def bundle_front(wildcards):
-    return f"{model_dir(wildcards.model)}/front/{bundle_method()}.parquet"
+def bundle_fronts(wildcards):
+    return [
+        f"{model_dir(wildcards.model)}/front/{method}.parquet"
+        for method in bundle_methods(wildcards.model)
+    ]
 
 
 def search_options(wildcards):
@@ -313,7 +368,7 @@ def all_targets():
         base = model_dir(model)
         targets += [f"{base}/pareto.png", f"{base}/summary.csv"]
         targets += [f"{base}/front/{method}.csv" for method in methods(model)]
-        if bundle_method() is not None:
+        if config["bundle"]["enabled"]:
             targets.append(f"{base}/bundle.pt")
     return targets
 

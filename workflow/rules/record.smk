@@ -16,6 +16,7 @@ rule record:
         mem_mb=4000,
         runtime=60,
     params:
+        upstream=provenance("exits"),
         topk=config["record"]["topk"],
     shell:
         "dyce record --exits {input.exits} --data {input.data} --split {wildcards.split}"

@@ -22,6 +22,7 @@ rule plot:
         mem_mb=2000,
         runtime=10,
     params:
+        upstream=provenance("search"),
         title=lambda wildcards: f"{wildcards.model} on {wildcards.dataset} (validation)",
     shell:
         "dyce plot {input.fronts} --records {input.records} --macs-info {input.macs}"
@@ -50,6 +51,7 @@ rule model_summary:
         mem_mb=1000,
         runtime=10,
     params:
+        upstream=provenance("search"),
         tolerance=config["summary"]["tolerance"],
     shell:
         "dyce summary {input.fronts} --tolerance {params.tolerance} --out {output}"

@@ -4,7 +4,7 @@ rule bundle:
             "bundle", "models", "exits", "stages", "runtime", "results", "macs_info"
         ),
         exits="results/{dataset}/{model}/exits.pt",
-        front=bundle_front,
+        fronts=bundle_fronts,
         macs="results/{dataset}/{model}/macs_info.json",
     output:
         "results/{dataset}/{model}/bundle.pt",
@@ -18,6 +18,8 @@ rule bundle:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        upstream=provenance("search"),
     shell:
-        "dyce bundle --exits {input.exits} --front {input.front} --macs-info {input.macs}"
+        "dyce bundle --exits {input.exits} --front {input.fronts} --macs-info {input.macs}"
         " --out {output} > {log} 2>&1"

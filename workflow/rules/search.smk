@@ -18,6 +18,7 @@ rule search_lambda:
         mem_mb=2000,
         runtime=30,
     params:
+        upstream=provenance("records"),
         options=search_options,
     shell:
         "dyce search {input.records} --macs-info {input.macs} --method {wildcards.method}"
@@ -44,6 +45,8 @@ rule search_peer:
     resources:
         mem_mb=2000,
         runtime=30,
+    params:
+        upstream=provenance("records"),
     shell:
         "dyce search {input.records} --macs-info {input.macs} --method {wildcards.method}"
         " --model {wildcards.model} --dataset {wildcards.dataset} --no-progress"
@@ -68,6 +71,8 @@ rule evaluate:
     resources:
         mem_mb=2000,
         runtime=30,
+    params:
+        upstream=provenance("search"),
     shell:
         "dyce evaluate {input.results} --records {input.records} --macs-info {input.macs}"
         " --out {output} > {log} 2>&1"
@@ -90,5 +95,7 @@ rule front:
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        upstream=provenance("search"),
     shell:
         "dyce front {input.table} --out {output.table} --csv {output.csv} > {log} 2>&1"

@@ -15,6 +15,7 @@ rule train_backbone:
         mem_mb=4000,
         runtime=120,
     params:
+        upstream=provenance("data"),
         architecture=lambda wildcards: architecture(wildcards.model),
         training=lambda wildcards: training_flags(wildcards.model, "backbone_training"),
     shell:
@@ -40,6 +41,7 @@ rule train_exits:
         mem_mb=4000,
         runtime=120,
     params:
+        upstream=provenance("backbone"),
         architecture=lambda wildcards: architecture(wildcards.model),
         backbone=backbone_option,
         taps=lambda wildcards: model_spec(wildcards.model)["taps"],

@@ -1,0 +1,307 @@
+"""The Snakemake workflow for real, on the tiny config, in a temporary copy of the repository.
+
+One base run (module fixture) builds every result; the other tests ask Snakemake what a change
+would rerun (dry run) and check that it is exactly the affected branch of the DAG.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import psutil
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+TINY = "config/test/tiny.yaml"
+COPIED = ("workflow", "config", "dyce", "pyproject.toml")
+IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+
+pytestmark = pytest.mark.xdist_group("workflow")
+
+
+def copy_repo(dest: Path) -> Path:
+    """The files the workflow needs, copied to ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in COPIED:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, dest / name, ignore=IGNORED)
+        else:
+            shutil.copy2(source, dest / name)
+    return dest
+
+
+def snakemake(workdir: Path, *args: str, config: str = TINY, timeout: float = 900,
+              check: bool = True) -> subprocess.CompletedProcess:
+    """Run the venv's snakemake in ``workdir`` (jobs import the copy's dyce package)."""
+    env = {**os.environ, "PYTHONPATH": str(workdir)}
+    cmd = [SNAKEMAKE, "--cores", "2", "--configfile", config, *args]
+    result = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True,
+                            timeout=timeout)
+    if check and result.returncode != 0:
+        pytest.fail(f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n"
+                    f"{result.stderr[-6000:]}")
+    return result
+
+
+JOB_HEADER = re.compile(r"^(?:local)?rule (\w+):$")
+
+
+def parse_jobs(text: str) -> list[tuple[str, str]]:
+    """``(rule, first output)`` of every job Snakemake printed (``all`` left out)."""
+    jobs, rule = [], None
+    for line in text.splitlines():
+        header = JOB_HEADER.match(line)
+        if header:
+            rule = header.group(1)
+        elif rule is not None and line.startswith("    output: "):
+            if rule != "all":
+                jobs.append((rule, line[len("    output: "):].split(", ")[0]))
+            rule = None
+    return jobs
+
+
+def planned(workdir: Path, config: str = TINY) -> list[tuple[str, str]]:
+    """Jobs a run would execute now (dry run)."""
+    result = snakemake(workdir, "--dry-run", config=config)
+    return parse_jobs(result.stdout + result.stderr)
+
+
+def model_of(output: str) -> str | None:
+    """``results/<dataset>/<model>/…`` → model; None for per-dataset or global outputs."""
+    parts = Path(output).parts
+    return parts[2] if len(parts) > 3 else None
+
+
+def by_rule(jobs, model: str | None = "*") -> dict[str, int]:
+    """Count jobs per rule, for one model (``"*"``: all)."""
+    counts: dict[str, int] = {}
+    for rule, output in jobs:
+        if model == "*" or model_of(output) == model:
+            counts[rule] = counts.get(rule, 0) + 1
+    return counts
+
+
+def write_config(workdir: Path, name: str, change) -> str:
+    """A changed copy of the tiny config; returns its path relative to ``workdir``."""
+    config = yaml.safe_load((workdir / TINY).read_text())
+    change(config)
+    path = workdir / "config" / "test" / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path.relative_to(workdir))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """The tiny config as a dict."""
+    return yaml.safe_load((REPO / TINY).read_text())
+
+
+def branch(tiny: dict, model: str) -> dict[str, int]:
+    """Jobs of one model's branch from exit training on, computed from the tiny config."""
+    spec = tiny["models"][model]
+    search = {**tiny["search"], **spec.get("search", {})}
+    methods, peers = search["methods"], search["peers"]
+    jobs = {
+        "train_exits": 1,
+        "record": len(tiny["record"]["splits"]),
+        "search_lambda": len(methods) * len(search["lambdas"]),
+        "search_peer": len(peers),
+        "evaluate": len(methods) + len(peers),
+        "front": len(methods) + len(peers),
+        "plot": 1,
+        "model_summary": 1,
+        "bundle": 1 if tiny.get("bundle", {}).get("enabled", True) else 0,
+    }
+    return {rule: count for rule, count in jobs.items() if count}
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """A copy of the repository in which the tiny workflow has run to completion."""
+    workdir = copy_repo(tmp_path_factory.mktemp("workflow"))
+    result = snakemake(workdir)
+    return {"dir": workdir, "jobs": parse_jobs(result.stdout + result.stderr)}
+
+
+# --------------------------------------------------------------------------- runs
+
+
+@pytest.mark.slow
+def test_base_run_builds_every_result_of_both_models(base, tiny):
+    workdir = base["dir"]
+    summary = pl.read_csv(workdir / "results" / "summary.csv")
+    for model in tiny["models"]:
+        rows = summary.filter(pl.col("model") == model)
+        search = {**tiny["search"], **tiny["models"][model].get("search", {})}
+        assert sorted(rows["method"].to_list()) == sorted(search["methods"] + search["peers"])
+        assert (workdir / "results" / "digits" / model / "pareto.png").stat().st_size > 10_000
+        for method in search["methods"]:
+            front = pl.read_parquet(workdir / f"results/digits/{model}/front/{method}.parquet")
+            assert front.height >= 1
+            assert set(front["lambda"].to_list()) <= set(search["lambdas"])
+    counts = by_rule(base["jobs"])
+    assert counts["prepare_data"] == 1  # one dataset, shared by both models
+    assert counts["train_backbone"] == 2 and counts["macs_analysis"] == 2
+    assert list((workdir / "results" / "benchmarks" / "train_exits" / "digits").glob("*.tsv"))
+    assert (workdir / "logs" / "train_exits" / "digits" / "a.log").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_second_run_does_nothing(base):
+    result = snakemake(base["dir"])
+    assert parse_jobs(result.stdout + result.stderr) == []
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_exit_training_change_reruns_only_that_models_branch(base, tiny):
+    def change(config):
+        config["models"]["a"]["exit_training"]["epochs"] = 2
+
+    jobs = planned(base["dir"], write_config(base["dir"], "exits_changed", change))
+    assert by_rule(jobs, "a") == branch(tiny, "a")
+    assert by_rule(jobs, "b") == {}
+    assert by_rule(jobs, None) == {"summary": 1}  # the all-models table
+
+
+@pytest.mark.slow
+def test_one_more_lambda_runs_exactly_one_search(base, tiny):
+    def change(config):
+        config["models"]["b"]["search"]["lambdas"] = tiny["search"]["lambdas"] + [0.95]
+
+    jobs = planned(base["dir"], write_config(base["dir"], "one_more_lambda", change))
+    assert sorted(jobs) == sorted([
+        ("search_lambda", "results/digits/b/search/onepass/lambda_0.95.parquet"),
+        ("evaluate", "results/digits/b/eval/onepass.parquet"),
+        ("front", "results/digits/b/front/onepass.parquet"),
+        ("plot", "results/digits/b/pareto.png"),
+        ("model_summary", "results/digits/b/summary.csv"),
+        ("summary", "results/summary.csv"),
+        ("bundle", "results/digits/b/bundle.pt"),
+    ])
+
+
+@pytest.mark.slow
+def test_dataset_seed_change_reruns_everything_downstream(base):
+    def change(config):
+        config["datasets"]["digits"]["seed"] = 1
+
+    jobs = planned(base["dir"], write_config(base["dir"], "seed_changed", change))
+    everything_but_macs = sorted(job for job in base["jobs"] if job[0] != "macs_analysis")
+    assert sorted(jobs) == everything_but_macs
+
+
+@pytest.mark.slow
+def test_library_change_reruns_only_the_stages_that_import_it(base):
+    plots = base["dir"] / "dyce" / "plots.py"
+    original, stat = plots.read_text(), plots.stat()
+    try:
+        plots.write_text(original + "\n# changed\n")
+        jobs = planned(base["dir"])
+    finally:
+        plots.write_text(original)
+        os.utime(plots, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert by_rule(jobs) == {"plot": 2, "model_summary": 2, "summary": 1}
+    assert planned(base["dir"]) == []
+
+
+@pytest.mark.slow
+def test_killed_job_leaves_nothing_accepted_and_is_redone(base, tmp_path, tiny):
+    """SIGKILL a running train_exits job: no output survives, and the next run redoes it."""
+    workdir = tmp_path / "killed"
+    shutil.copytree(base["dir"], workdir, symlinks=True)
+    config = write_config(workdir, "killed", lambda c: c["models"]["a"]["exit_training"].update(
+        epochs=3))
+    exits = workdir / "results" / "digits" / "a" / "exits.pt"
+    log = workdir / "logs" / "train_exits" / "digits" / "a.log"
+    log.unlink()
+    env = {**os.environ, "PYTHONPATH": str(workdir)}
+    process = subprocess.Popen(
+        [SNAKEMAKE, "--cores", "2", "--configfile", config],
+        cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        victim = None
+        deadline = time.monotonic() + 300
+        while victim is None and time.monotonic() < deadline and process.poll() is None:
+            for child in psutil.Process(process.pid).children(recursive=True):
+                try:
+                    if "train-exits" in " ".join(child.cmdline()) and "bash" not in child.name():
+                        victim = child
+                except psutil.NoSuchProcess:
+                    continue
+            time.sleep(0.05)
+        assert victim is not None, "train_exits never started"
+        time.sleep(1.0)  # let it get half-way
+        victim.send_signal(signal.SIGKILL)
+        output, _ = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode != 0, output[-2000:]
+    assert "train_exits" in output
+    assert not exits.exists(), "a killed job left its output behind"
+    after_kill = snakemake(workdir, "--dry-run", config=config)
+    assert ("train_exits", "results/digits/a/exits.pt") in parse_jobs(
+        after_kill.stdout + after_kill.stderr), (output[-3000:], after_kill.stdout[-3000:])
+    result = snakemake(workdir, config=config)
+    assert ("train_exits", "results/digits/a/exits.pt") in parse_jobs(result.stdout
+                                                                       + result.stderr)
+    assert exits.exists() and planned(workdir, config) == []
+
+
+# --------------------------------------------------------------------------- bad configs
+
+
+@pytest.fixture(scope="module")
+def config_only(tmp_path_factory):
+    """A fresh copy with no results (to check that nothing runs)."""
+    return copy_repo(tmp_path_factory.mktemp("config_only"))
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        (lambda c: c["search"].update(lambdas=[-0.1, 0.9]), "['search']['lambdas'][0]"),
+        (lambda c: c["search"].update(methods=["onepass", "greedy"]), "['search']['methods']"),
+        (lambda c: c["models"]["a"].update(dataset="mnist"), "models.a.dataset"),
+        (lambda c: c["datasets"].update(mnist={"seed": 0}), "'mnist'"),
+        (lambda c: c["models"]["a"].update(architecture="resnet_9000"), "models.a.architecture"),
+        (lambda c: c["models"]["b"]["exit_training"].update(epochs=0),
+         "['models']['b']['exit_training']['epochs']"),
+        (lambda c: c.update(colour="blue"), "colour"),
+    ],
+    ids=["negative-lambda", "unknown-method", "unknown-dataset-ref", "unknown-dataset",
+         "unknown-model", "zero-epochs", "unknown-key"],
+)
+def test_bad_config_stops_before_any_job_naming_the_key(config_only, change, key, request):
+    config = write_config(config_only, request.node.callspec.id, change)
+    result = snakemake(config_only, config=config, check=False, timeout=300)
+    assert result.returncode != 0
+    message = result.stdout + result.stderr
+    assert key in message, message[-3000:]
+    assert parse_jobs(message) == []
+    assert not (config_only / "results").exists() and not (config_only / "logs").exists()
+
+
+@pytest.mark.slow
+def test_html_report_is_self_contained_with_plots_tables_and_captions(base):
+    report = base["dir"] / "report.html"
+    snakemake(base["dir"], "--report", str(report))
+    html = report.read_text()
+    assert len(html) > 100_000  # plots and tables are embedded
+    for text in ("Pareto fronts", "Summaries", "pareto.png", "summary.csv",
+                 "MACs saved at", "relative accuracy"):
+        assert text in html, text
+    assert planned(base["dir"]) == []  # reporting changes nothing
