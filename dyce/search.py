@@ -231,9 +231,9 @@ def samethres(
 class _Situation:
     """What position ``p`` sees when every other position is fixed (λ-independent).
 
-    ``arrive``: bool ``(N,)`` samples reaching ``p`` (``None``: all). ``rest_position``: int16
-    ``(N,)`` where each sample would leave with ``p`` disabled (``None``: all at the final head);
-    ``rest_correct``: bool ``(N,)`` whether that exit is right (``None``: the final head's).
+    ``arrive``: bool ``(N,)`` samples reaching ``p`` (``None``: all). ``rest_code``: ``None`` when
+    every arriving sample would reach the final head with ``p`` disabled, else int ``(N,)``
+    ``2·position + right`` of the exit it would leave at instead (``-1``: does not arrive).
     ``rest_table``: float64 ``(P,)`` MACs of leaving at each position with ``p`` disabled.
     ``passed``: MACs of the enabled heads before ``p``. ``fixed_*``: samples that left before
     ``p`` (per-position counts and their total MACs). ``rest_counts``/``rest_correct_counts``:
@@ -242,8 +242,7 @@ class _Situation:
 
     position: int
     arrive: np.ndarray | None
-    rest_position: np.ndarray | None
-    rest_correct: np.ndarray | None
+    rest_code: np.ndarray | None
     rest_table: np.ndarray
     passed: float
     fixed_counts: np.ndarray
@@ -317,6 +316,8 @@ class _Curve:
         best = np.zeros(count, dtype=np.int64)
         best_cost = np.zeros(count, dtype=np.float64)
         order = np.argsort(lambdas, kind="stable")
+        shortfall = 1.0 - (self.acc - scale.acc_offset) / scale.acc_span
+        spend = (self.macs - scale.macs_offset) / scale.macs_span
         stack = [(0, count - 1, 0, self.cuts.shape[0] - 1)]
         while stack:
             left, right, low, high = stack.pop()
@@ -326,7 +327,9 @@ class _Curve:
             which = order[middle]
             if self.direction == 0:
                 low, high = 0, self.cuts.shape[0] - 1
-            costs = cost(self.acc[low:high + 1], self.macs[low:high + 1], lambdas[which], scale)
+            lam = lambdas[which]
+            # the same operations as cost(), on precomputed scaled terms
+            costs = lam * shortfall[low:high + 1] + (1.0 - lam) * spend[low:high + 1]
             winner = low + int(np.argmin(costs))
             best[which], best_cost[which] = winner, costs[winner - low]
             if self.direction < 0:  # larger λ, fewer exits
@@ -416,7 +419,7 @@ class _Searcher:
         """
         p = situation.position
         table = self.exit_table(self.records.exit_index(p, exit_type))
-        if situation.arrive is None:
+        if situation.arrive is None or situation.rest_code is not None:
             positions = None
             count = self.num_samples
         else:
@@ -426,12 +429,16 @@ class _Searcher:
         def arriving(values: np.ndarray) -> np.ndarray:
             return values if positions is None else values[positions]
 
-        general = situation.rest_position is not None
+        general = situation.rest_code is not None
         if general:
-            samples = arriving(table.order)
-            rest_right = situation.rest_correct[samples]
-            gain = arriving(table.right).astype(np.int8) - rest_right
-            rest_position = situation.rest_position[samples]
+            codes = situation.rest_code[table.order]  # one gather for arrival and rest fate
+            positions = np.flatnonzero(codes >= 0)
+            count = positions.shape[0]
+            codes = codes[positions]
+            rest_right = (codes & 1).astype(np.int8)
+            gain = table.right[positions].astype(np.int8) - rest_right
+            rest_right = rest_right.astype(bool)
+            rest_position = codes >> 1
         else:
             gain = arriving(table.gain)
             rest_right = rest_position = None
@@ -556,7 +563,7 @@ class _Searcher:
         rest_counts[-1], rest_correct[-1] = arriving, right
         table = np.zeros(self.num_positions, dtype=np.float64)
         table[-1] = float(self.info.ori_macs) + node.passed
-        return _Situation(p, node.arrive, None, None, table, node.passed, node.exit_counts,
+        return _Situation(p, node.arrive, None, table, node.passed, node.exit_counts,
                           node.correct_counts, node.left_macs, rest_counts, rest_correct)
 
     def _onepass_step(self, node: _OnepassNode, ids: np.ndarray,
@@ -567,7 +574,9 @@ class _Searcher:
         best_cost = np.full(ids.shape[0], np.inf)
         choice = np.full(ids.shape[0], -1)
         cut_index = np.zeros(ids.shape[0], dtype=np.int64)
-        curves = []
+        none_acc, none_macs = self.none_option(situation)
+        none_cost = cost(none_acc, none_macs, lam, self.scale)
+        curves: list[_Curve] = []
         for exit_type in range(self.num_types):
             curve = self.curve(situation, exit_type)
             curves.append(curve)
@@ -576,8 +585,6 @@ class _Searcher:
             best_cost = np.where(better, costs, best_cost)
             choice = np.where(better, exit_type, choice)
             cut_index = np.where(better, best, cut_index)
-        none_acc, none_macs = self.none_option(situation)
-        none_cost = cost(none_acc, none_macs, lam, self.scale)
         better = none_cost <= best_cost  # "none" wins ties
         best_cost = np.where(better, none_cost, best_cost)
         choice = np.where(better, -1, choice)
@@ -756,24 +763,23 @@ class _CircularNode:
             self.acc = float(searcher.calibrated(list(self.exit_counts), list(self.correct_counts)))
         else:
             self.acc = int(self.correct_counts.sum()) / num_samples
-        self._after: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.code_type = np.int8 if 2 * num_positions < 127 else np.int32
+        self._after: dict[int, np.ndarray] = {}
 
-    def after(self, p: int) -> tuple[np.ndarray, np.ndarray]:
-        """int16 position and bool correctness of the first enabled exit after ``p`` that a
+    def after(self, p: int) -> np.ndarray:
+        """int ``(N,)``: ``2·position + right`` of the first enabled exit after ``p`` that each
         sample would leave at (the final head if none)."""
         if p not in self._after:
             searcher = self.searcher
             last = searcher.num_positions - 1
             if p + 1 >= last:
-                position = np.full(searcher.num_samples, last, dtype=np.int16)
-                right = searcher.final_correct
+                code = (2 * last + searcher.final_correct).astype(self.code_type)
             else:
-                position, right = self.after(p + 1)
+                code = self.after(p + 1)
                 if p + 1 in self.leave:
-                    leave = self.leave[p + 1]
-                    position = np.where(leave, np.int16(p + 1), position)
-                    right = np.where(leave, searcher.correct[self.rows[p + 1]], right)
-            self._after[p] = (position, right)
+                    here = (2 * (p + 1) + searcher.correct[self.rows[p + 1]]).astype(self.code_type)
+                    code = np.where(self.leave[p + 1], here, code)
+            self._after[p] = code
         return self._after[p]
 
     def situation(self, p: int) -> _Situation:
@@ -782,12 +788,10 @@ class _CircularNode:
         pairs = [(k, t) for k, t in self.config]
         pairs[p] = (-1, 1.0)
         table = position_macs(searcher.info, pairs)
-        arrive = self.arrive_at[p]
-        rest_position, rest_right = self.after(p)
-        arriving_positions = rest_position[arrive]
-        rest_counts = np.bincount(arriving_positions, minlength=num_positions).astype(np.int64)
-        rest_correct = np.bincount(arriving_positions, weights=rest_right[arrive],
-                                   minlength=num_positions).astype(np.int64)
+        code = np.where(self.arrive_at[p], self.after(p), self.code_type(-1))
+        tally = np.bincount(code.astype(np.intp) + 1, minlength=2 * num_positions + 1)[1:]
+        rest_correct = tally[1::2].astype(np.int64)
+        rest_counts = tally[0::2].astype(np.int64) + rest_correct
         fixed_counts = self.exit_counts.copy()
         fixed_counts[p:] = 0
         fixed_correct = self.correct_counts.copy()
@@ -795,5 +799,5 @@ class _CircularNode:
         passed = sum(float(searcher.head[k, q]) for q, (k, _t) in enumerate(self.config[:p])
                      if k >= 0)
         fixed_macs = float(fixed_counts @ self.leave_macs)
-        return _Situation(p, arrive, rest_position, rest_right, table, passed, fixed_counts,
-                          fixed_correct, fixed_macs, rest_counts, rest_correct)
+        return _Situation(p, None, code, table, passed, fixed_counts, fixed_correct, fixed_macs,
+                          rest_counts, rest_correct)
