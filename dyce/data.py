@@ -342,6 +342,13 @@ def load_split(
         info["dataset"], info["pools"][split], root=info.get("root"),
         image_size=info["image_size"], train_transforms=train_transforms,
     )
+    pool_name = info["pools"][split]
+    expected_size = (info.get("pool_sizes") or {}).get(pool_name)
+    if expected_size is not None and expected_size != len(pool):
+        raise DyceError(
+            f"pool '{pool_name}' had {expected_size} samples when the splits were made, the data "
+            f"at {info.get('root')} has {len(pool)}", path=where, field="pool_sizes",
+        )
     indices = info["splits"][split]
     if indices and max(indices) >= len(pool):
         raise DyceError(

@@ -105,6 +105,9 @@ def test_damaged_splits_files_name_file_and_field(tmp_path):
     path.write_text(json.dumps(broken))
     with pytest.raises(DyceError, match=r"splits\.json: field 'splits\.val'.*out of range"):
         load_split(path, "val")
+    path.write_text(json.dumps(dict(splits, pool_sizes={"all": 2000})))
+    with pytest.raises(DyceError, match=r"splits\.json: field 'pool_sizes'.*2000 samples"):
+        load_split(path, "train")
     del broken["num_classes"]
     path.write_text(json.dumps(broken))
     with pytest.raises(DyceError, match=r"splits\.json: field 'num_classes': missing"):
