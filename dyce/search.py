@@ -51,6 +51,8 @@ METHODS = ("onepass", "circular", "samethres")
 #: costs are O(1)), so floating-point noise between equal-cost configurations cannot cycle.
 IMPROVEMENT_TOLERANCE = 1e-13
 
+_HUGE = 1e300  # cost term of a cut that must never be chosen
+
 
 # --------------------------------------------------------------------------- cost
 
@@ -257,29 +259,31 @@ class _ExitTable:
     """One exit's samples in descending order of confidence.
 
     ``order``: int32 sample indices; ``conf``: float32 confidences; ``right``: bool whether the
-    exit is right; ``gain``: int8 ``right − final head right``; ``group``: int32 index of each
-    distinct confidence value (``None`` when all are distinct).
+    exit is right; ``gain``: int8 ``right − final head right``; ``tie_start``/``tie_end``: int64
+    first and last sorted index of every run of equal confidences (runs of 2 or more).
     """
 
     order: np.ndarray
     conf: np.ndarray
     right: np.ndarray
     gain: np.ndarray
-    group: np.ndarray | None
+    tie_start: np.ndarray
+    tie_end: np.ndarray
 
 
 @dataclass
 class _Curve:
     """Every valid cut of one (position, exit type) in one situation, λ-independent.
 
-    ``cuts``: int64 numbers of arriving samples that leave (increasing); ``acc``/``macs``:
-    float64 accuracy (calibrated when searching calibrated) and mean MACs of the whole
-    configuration at each cut; ``direction``: -1 when MACs strictly fall along the cuts, +1 when
-    they strictly rise, 0 otherwise. ``conf``/``positions``/``count`` locate the arriving
+    Cut ``j`` (index into ``acc``/``macs``, ``0 … count``) lets the ``j`` most confident arriving
+    samples leave; ``invalid``: int64 cuts that would split equal confidences (or leave a
+    confidence of 0), never chosen. ``acc``/``macs``: float64 accuracy (calibrated when searching
+    calibrated) and mean MACs of the whole configuration at each cut; ``direction``: -1 when
+    MACs strictly fall along the cuts, +1 when they strictly rise, 0 otherwise. ``conf``/``positions``/``count`` locate the arriving
     samples' confidences (descending) to turn a cut into a threshold.
     """
 
-    cuts: np.ndarray
+    invalid: np.ndarray
     acc: np.ndarray
     macs: np.ndarray
     direction: int
@@ -288,9 +292,9 @@ class _Curve:
     count: int
 
     def threshold(self, index: np.ndarray) -> np.ndarray:
-        """float64 threshold letting exactly ``cuts[index]`` samples leave: 1 when none, 0 when
-        all, else the midpoint of the last leaver's and the first stayer's confidences."""
-        cut = self.cuts[index]
+        """float64 threshold letting exactly ``index`` samples leave: 1 when none, 0 when all,
+        else the midpoint of the last leaver's and the first stayer's confidences."""
+        cut = np.asarray(index)
         if self.count == 0:
             return np.ones(cut.shape, dtype=np.float64)
         above = np.maximum(cut - 1, 0)
@@ -318,7 +322,14 @@ class _Curve:
         order = np.argsort(lambdas, kind="stable")
         shortfall = 1.0 - (self.acc - scale.acc_offset) / scale.acc_span
         spend = (self.macs - scale.macs_offset) / scale.macs_span
-        stack = [(0, count - 1, 0, self.cuts.shape[0] - 1)]
+        # Invalid cuts get a huge cost for every λ (finite, so 0·x stays 0).
+        shortfall[self.invalid] = _HUGE
+        spend[self.invalid] = _HUGE
+        if (lambdas > 1).any():
+            spend_above_one = spend.copy()
+            spend_above_one[self.invalid] = -_HUGE
+        last = self.acc.shape[0] - 1
+        stack = [(0, count - 1, 0, last)]
         while stack:
             left, right, low, high = stack.pop()
             if left > right:
@@ -326,10 +337,11 @@ class _Curve:
             middle = (left + right) // 2
             which = order[middle]
             if self.direction == 0:
-                low, high = 0, self.cuts.shape[0] - 1
+                low, high = 0, last
             lam = lambdas[which]
+            spent = spend if lam <= 1 else spend_above_one
             # the same operations as cost(), on precomputed scaled terms
-            costs = lam * shortfall[low:high + 1] + (1.0 - lam) * spend[low:high + 1]
+            costs = lam * shortfall[low:high + 1] + (1.0 - lam) * spent[low:high + 1]
             winner = low + int(np.argmin(costs))
             best[which], best_cost[which] = winner, costs[winner - low]
             if self.direction < 0:  # larger λ, fewer exits
@@ -339,6 +351,28 @@ class _Curve:
                 stack.append((left, middle - 1, low, winner))
                 stack.append((middle + 1, right, winner, high))
         return best, best_cost
+
+
+def _tied_cuts(table: _ExitTable, positions: np.ndarray | None, count: int) -> np.ndarray:
+    """int64 cuts that split a run of equal confidences among the arriving samples.
+
+    ``positions``: sorted indices (into the exit's order) of the arriving samples, ``None`` when
+    all arrive. A run whose arriving members are ``lo … hi-1`` (compressed) forbids cuts
+    ``lo+1 … hi-1``.
+    """
+    if table.tie_start.shape[0] == 0 or count == 0:
+        return np.zeros(0, dtype=np.int64)
+    if positions is None:
+        low, high = table.tie_start, table.tie_end + 1
+    else:
+        low = np.searchsorted(positions, table.tie_start, side="left")
+        high = np.searchsorted(positions, table.tie_end, side="right")
+    lengths = np.maximum(high - low - 1, 0)
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    first = np.repeat(low + 1 - np.cumsum(lengths) + lengths, lengths)
+    return first + np.arange(total)
 
 
 class _Searcher:
@@ -378,12 +412,12 @@ class _Searcher:
             conf_sorted = conf[order]
             right = self.correct[row][order]
             gain = right.astype(np.int8) - self.final_correct[order]
-            distinct = conf_sorted[:-1] != conf_sorted[1:]
-            group = None
-            if not distinct.all():
-                group = np.zeros(conf.shape[0], dtype=np.int32)
-                np.cumsum(distinct, out=group[1:])
-            table = _ExitTable(order, conf_sorted, right, gain, group)
+            tied = np.zeros(conf.shape[0] + 1, dtype=np.int8)
+            tied[1:-1] = conf_sorted[:-1] == conf_sorted[1:]  # tied[i]: i-1 and i are equal
+            edges = np.diff(tied)
+            tie_start = np.flatnonzero(edges == 1)
+            tie_end = np.flatnonzero(edges == -1)
+            table = _ExitTable(order, conf_sorted, right, gain, tie_start, tie_end)
             self._sorted[row] = table
         return table
 
@@ -445,18 +479,9 @@ class _Searcher:
         gained = np.zeros(count + 1, dtype=np.int32)  # right leavers minus right rest fates
         np.cumsum(gain, dtype=np.int32, out=gained[1:])
 
-        cuts = None  # all of 0 … count
-        if count:
-            last = count - 1 if positions is None else positions[-1]
-            if table.group is not None or table.conf[last] == 0:
-                valid = np.ones(count + 1, dtype=bool)
-                if table.group is not None:
-                    group = arriving(table.group)
-                    valid[1:count] = group[:-1] != group[1:]
-                valid[count] = table.conf[last] > 0
-                cuts = np.flatnonzero(valid)
-        if cuts is None:
-            cuts = np.arange(count + 1)
+        invalid = _tied_cuts(table, positions, count)
+        if count and table.conf[count - 1 if positions is None else positions[-1]] == 0:
+            invalid = np.append(invalid, count)  # a confidence of 0 never leaves
 
         head = float(self.head[exit_type, p])
         leave_cost = float(self.backbone[p]) + (situation.passed + head)
@@ -467,23 +492,23 @@ class _Searcher:
             total_macs = np.empty(count + 1, dtype=np.float64)
             total_macs[0] = 0.0
             np.cumsum(step, out=total_macs[1:])
-            macs = (base_macs + total_macs[cuts]) / self.num_samples
+            macs = (base_macs + total_macs) / self.num_samples
             direction = -1 if (step < 0).all() else (1 if (step > 0).all() else 0)
         else:
             step = (leave_cost - head) - float(rest_table[-1])
-            macs = (base_macs + cuts * step) / self.num_samples
+            macs = (base_macs + np.arange(count + 1) * step) / self.num_samples
             direction = -1 if step < 0 else (1 if step > 0 else 0)
 
         if self.calibration:
             if not general:  # the final head's correctness, from right − gain
                 rest_right = (arriving(table.right).astype(np.int8) - arriving(table.gain)) > 0
-            acc = self._calibrated_cuts(situation, cuts, arriving(table.right), rest_right,
-                                        rest_position)
+            acc = self._calibrated_cuts(situation, np.arange(count + 1), arriving(table.right),
+                                        rest_right, rest_position)
         else:
             base_correct = (int(situation.fixed_correct.sum())
                             + int(situation.rest_correct_counts.sum()))
-            acc = (base_correct + gained[cuts]) / self.num_samples
-        return _Curve(cuts, np.asarray(acc, dtype=np.float64), macs, direction, table.conf,
+            acc = (base_correct + gained) / self.num_samples
+        return _Curve(invalid, np.asarray(acc, dtype=np.float64), macs, direction, table.conf,
                       positions, count)
 
     def _calibrated_cuts(self, situation: _Situation, cuts: np.ndarray, leave_right: np.ndarray,
@@ -607,9 +632,9 @@ class _Searcher:
                 if node.arrive is not None:
                     leaving &= node.arrive
                 exits = int(np.count_nonzero(leaving))
-                if exits != int(curve.cuts[index]):  # the threshold must reproduce the cut
+                if exits != int(index):  # the threshold must reproduce the cut
                     raise AssertionError(f"threshold {threshold!r} lets {exits} samples leave "
-                                         f"at position {p}, not {int(curve.cuts[index])}")
+                                         f"at position {p}, not {int(index)}")
                 head = float(self.head[exit_type, p])
                 exit_counts = node.exit_counts.copy()
                 correct_counts = node.correct_counts.copy()

@@ -302,14 +302,18 @@ def test_divide_and_conquer_over_lambdas_finds_each_first_cheapest_cut(accuracy,
                                                             1.5, 3.0]), min_size=1,
                                           max_size=9)))
     # Binary fractions: every cost is exact, so "first cheapest" is unambiguous.
-    curve = _Curve(np.arange(count), np.array(accuracy) / 8, macs / 8.0, direction,
-                   np.zeros(count, np.float32), None, count)
+    invalid = np.array(data.draw(st.lists(st.integers(1, count - 1), unique=True,
+                                          max_size=count // 2)) if count > 1 else [],
+                       dtype=np.int64)
+    curve = _Curve(invalid, np.array(accuracy) / 8, macs / 8.0, direction,
+                   np.zeros(count, np.float32), None, count - 1)
     scale = CostScale(0.0, 1.0, 0.0, 1.0)
     best, best_cost = curve.best(lambdas, scale)
+    allowed = np.setdiff1d(np.arange(count), invalid)  # invalid cuts are never chosen
     for lambda_, index, value in zip(lambdas, best, best_cost, strict=True):
         costs = lambda_ * (1 - curve.acc) + (1 - lambda_) * curve.macs
-        assert index == np.argmin(costs)
-        assert value == costs.min()
+        assert index == allowed[np.argmin(costs[allowed])]
+        assert value == costs[allowed].min()
 
 
 def test_empty_config():
