@@ -14,9 +14,10 @@ sample leaves, ``1.0`` when none does), so :func:`dyce.evaluate.evaluate_config`
 configuration reproduces the searched partition exactly.
 
 Work is shared across λ: the per-cut accuracy and MACs of a situation do not depend on λ, so
-``onepass`` walks a tree of λ groups with identical decision prefixes and ``circular`` caches the
-curves of every (position, configuration elsewhere). Only the cuts that can be optimal for some
-λ (the accuracy/MACs Pareto set, plus the ``λ = 0`` and ``λ = 1`` winners) are kept per curve.
+``onepass`` walks a tree of λ groups with identical decision prefixes and ``circular`` lets λs
+with identical configurations share a round (and caches each position's best options per
+configuration elsewhere and λ). Within one curve the λs are solved by divide and conquer: the
+first cheapest cut moves monotonically with λ when MACs are monotone along the cuts.
 
 Exact semantics and every tie rule: ``docs/semantics.md``.
 """
@@ -320,8 +321,12 @@ class _Curve:
         best = np.zeros(count, dtype=np.int64)
         best_cost = np.zeros(count, dtype=np.float64)
         order = np.argsort(lambdas, kind="stable")
-        shortfall = 1.0 - (self.acc - scale.acc_offset) / scale.acc_span
-        spend = (self.macs - scale.macs_offset) / scale.macs_span
+        # 1 − (acc − offset) / span and (macs − offset) / span, in place (same roundings)
+        shortfall = self.acc - scale.acc_offset
+        shortfall /= scale.acc_span
+        np.subtract(1.0, shortfall, out=shortfall)
+        spend = self.macs - scale.macs_offset
+        spend /= scale.macs_span
         # Invalid cuts get a huge cost for every λ (finite, so 0·x stays 0).
         shortfall[self.invalid] = _HUGE
         spend[self.invalid] = _HUGE
@@ -341,7 +346,8 @@ class _Curve:
             lam = lambdas[which]
             spent = spend if lam <= 1 else spend_above_one
             # the same operations as cost(), on precomputed scaled terms
-            costs = lam * shortfall[low:high + 1] + (1.0 - lam) * spent[low:high + 1]
+            costs = lam * shortfall[low:high + 1]
+            costs += (1.0 - lam) * spent[low:high + 1]
             winner = low + int(np.argmin(costs))
             best[which], best_cost[which] = winner, costs[winner - low]
             if self.direction < 0:  # larger λ, fewer exits
@@ -813,10 +819,20 @@ class _CircularNode:
         pairs = [(k, t) for k, t in self.config]
         pairs[p] = (-1, 1.0)
         table = position_macs(searcher.info, pairs)
-        code = np.where(self.arrive_at[p], self.after(p), self.code_type(-1))
-        tally = np.bincount(code.astype(np.intp) + 1, minlength=2 * num_positions + 1)[1:]
-        rest_correct = tally[1::2].astype(np.int64)
-        rest_counts = tally[0::2].astype(np.int64) + rest_correct
+        arrive = self.arrive_at[p]
+        if any(q > p for q in self.leave):
+            code = np.where(arrive, self.after(p), self.code_type(-1))
+            tally = np.bincount(code.astype(np.intp) + 1, minlength=2 * num_positions + 1)[1:]
+            rest_correct = tally[1::2].astype(np.int64)
+            rest_counts = tally[0::2].astype(np.int64) + rest_correct
+        else:  # nothing enabled after p: everyone arriving reaches the final head (fast path)
+            code = None
+            rest_counts = np.zeros(num_positions, dtype=np.int64)
+            rest_correct = np.zeros(num_positions, dtype=np.int64)
+            rest_counts[-1] = np.count_nonzero(arrive)
+            rest_correct[-1] = np.count_nonzero(arrive & searcher.final_correct)
+            if rest_counts[-1] == searcher.num_samples:
+                arrive = None
         fixed_counts = self.exit_counts.copy()
         fixed_counts[p:] = 0
         fixed_correct = self.correct_counts.copy()
@@ -824,5 +840,5 @@ class _CircularNode:
         passed = sum(float(searcher.head[k, q]) for q, (k, _t) in enumerate(self.config[:p])
                      if k >= 0)
         fixed_macs = float(fixed_counts @ self.leave_macs)
-        return _Situation(p, None, code, table, passed, fixed_counts, fixed_correct, fixed_macs,
-                          rest_counts, rest_correct)
+        return _Situation(p, arrive if code is None else None, code, table, passed, fixed_counts,
+                          fixed_correct, fixed_macs, rest_counts, rest_correct)
