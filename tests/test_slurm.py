@@ -28,18 +28,24 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.xdist_group("slur
 
 @pytest.fixture(scope="session")
 def slurm_cluster():
-    """A running local Slurm cluster; skips only where one cannot be started at all."""
+    """A running local Slurm cluster; skips only where one cannot be started at all.
+
+    A cluster that was already running is left running; one started here is stopped after.
+    """
+    script = str(REPO / "scripts" / "slurm_local.sh")
     if os.geteuid() != 0:
         pytest.skip("starting a local Slurm cluster needs root")
     if shutil.which("apt-get") is None and shutil.which("slurmctld") is None:
         pytest.skip("no apt-get to install Slurm and no Slurm installed")
-    result = subprocess.run([str(REPO / "scripts" / "slurm_local.sh"), "start"],
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"slurm_local.sh start failed:\n{result.stderr[-3000:]}"
-    status = subprocess.run([str(REPO / "scripts" / "slurm_local.sh"), "status"],
-                            capture_output=True, text=True, timeout=60)
-    assert status.returncode == 0, status.stderr
-    return True
+    running = subprocess.run([script, "status"], capture_output=True, timeout=60).returncode == 0
+    if not running:
+        result = subprocess.run([script, "start"], capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, f"slurm_local.sh start failed:\n{result.stderr[-3000:]}"
+        status = subprocess.run([script, "status"], capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0, status.stderr
+    yield
+    if not running:
+        subprocess.run([script, "stop"], capture_output=True, timeout=120)
 
 
 def small_config(dest: Path) -> str:
@@ -85,7 +91,9 @@ def test_slurm_run_equals_local_run(slurm_cluster, tmp_path):
     config = prepare(local_dir)
     prepare(slurm_dir)
     slurm = start(slurm_dir, config, "--profile", "profiles/slurm", "--set-resources", *NO_GPU)
-    local = start(local_dir, config, "--cores", "1")
+    # Same threads per job as on the cluster (Snakemake sets OMP_NUM_THREADS from them), so
+    # training and recording compute the very same floats.
+    local = start(local_dir, config, "--cores", "2")
     finish(local, "local run")
     output = finish(slurm, "slurm run")
     assert "Submitted job" in output or "submitted" in output.lower(), output[-3000:]
