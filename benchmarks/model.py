@@ -7,7 +7,8 @@ Measures (median of ``--repeats`` runs):
   batches of 32 synthetic images), Parquet writing included;
 - recording throughput of the digits default (small_resnet8, five default exit types, the
   whole val split);
-- training time of the digits backbone and of the default exits on digits (the CLI defaults).
+- training time of the digits backbone and of the default exits on digits: the CLI defaults
+  (the paper's five exit types) and the workflow's digits model from ``config/config.yaml``.
 
 Run from the repository root::
 
@@ -125,6 +126,39 @@ def bench_digits(repeats: int, device: str, folder: Path) -> dict:
     }
 
 
+def workflow_exit_settings(config_path: Path) -> tuple[str, list[str], dict] | None:
+    """(architecture, exit types, exit training flags) of the first digits model in the config."""
+    import yaml
+
+    if not config_path.is_file():
+        return None
+    config = yaml.safe_load(config_path.read_text())
+    for name, model in (config.get("models") or {}).items():
+        if model.get("dataset") == "digits":
+            flags = {**EXIT_DEFAULTS, **(model.get("exit_training") or {})}
+            return model.get("architecture", name), list(model["exit_types"]), flags
+    return None
+
+
+def bench_workflow_exits(repeats: int, device: str, folder: Path, config_path: Path) -> dict | None:
+    settings = workflow_exit_settings(config_path)
+    if settings is None:
+        return None
+    architecture, exit_types, flags = settings
+    splits = prepare_splits("digits", seed=0)
+    backbone = train_backbone(splits, architecture, device=device, **BACKBONE_DEFAULTS)
+    save_backbone(folder / "workflow_backbone.pt", backbone.model, backbone.spec)
+    times = []
+    for _ in range(repeats):
+        net = prepare_exit_network(
+            splits, architecture, backbone_path=folder / "workflow_backbone.pt",
+            exit_types=exit_types, seed=0,
+        )
+        times.append(_timed(lambda net=net: train_exits(splits, net, device=device, **flags)))
+    return {"architecture": architecture, "exit_types": exit_types, "flags": flags,
+            "exits": (net.num_positions - 1) * len(exit_types), "seconds": times}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -133,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-resnet", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--config", type=Path, default=Path("config/config.yaml"),
+                        help="workflow config whose digits model is also timed")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     machine = {
@@ -145,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         results = {"machine": machine, "digits": bench_digits(args.repeats, args.device, folder)}
+        workflow = bench_workflow_exits(args.repeats, args.device, folder, args.config)
+        if workflow is not None:
+            results["workflow_exits"] = workflow
         if not args.skip_resnet:
             results["resnet50"] = bench_resnet50(
                 args.repeats, args.resnet_batches, args.device, folder
@@ -162,6 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| digits recording, val ({digits['val_samples']} samples), {digits['exits']} exits "
           f"| {digits['record_samples_per_s']:.0f} samples/s | "
           f"{', '.join(f'{t:.3f} s' for t in digits['record_seconds'])} |")
+    if "workflow_exits" in results:
+        workflow = results["workflow_exits"]
+        print(f"| digits exit training, workflow default ({','.join(workflow['exit_types'])}, "
+              f"{workflow['exits']} exits, {workflow['flags']['epochs']} epochs) | "
+              f"{_median(workflow['seconds']):.1f} s | "
+              f"{', '.join(f'{t:.1f}' for t in workflow['seconds'])} |")
     if "resnet50" in results:
         resnet = results["resnet50"]
         print(f"| ResNet-50 224 px recording, {resnet['exits']} exits, top-5, "
