@@ -278,7 +278,6 @@ def load_bundle(path: str | os.PathLike) -> dict[str, Any]:
 # --------------------------------------------------------------------------- runtime
 
 
-@dataclass(frozen=True)
 class RuntimeOutput:
     """Result of one batch.
 
@@ -287,12 +286,37 @@ class RuntimeOutput:
         exit_position: int64 ``(B,)`` position it left at (``P-1`` = final head).
         macs: float64 ``(B,)`` MACs spent on it (DyCE accounting, from the MACs table).
         confidence: float32 ``(B,)`` top-1 softmax probability at that exit.
+
+    ``exit_position`` and ``macs`` are built on first access when every sample reached the end
+    (the no-exit path), so a caller who needs only the predictions pays nothing for them.
     """
 
-    predictions: torch.Tensor
-    exit_position: torch.Tensor
-    macs: torch.Tensor
-    confidence: torch.Tensor
+    __slots__ = ("predictions", "confidence", "_exit_position", "_macs", "_leave_macs", "_final")
+
+    def __init__(self, predictions: torch.Tensor, exit_position: torch.Tensor | None,
+                 leave_macs: torch.Tensor, confidence: torch.Tensor, final_position: int = -1):
+        self.predictions = predictions
+        self.confidence = confidence
+        self._exit_position = exit_position
+        self._macs: torch.Tensor | None = None
+        self._leave_macs = leave_macs  # float64 (P,): MACs of leaving at each position
+        self._final = final_position  # used when exit_position is None: all reached the end
+
+    @property
+    def exit_position(self) -> torch.Tensor:
+        if self._exit_position is None:
+            self._exit_position = torch.full(self.predictions.shape, self._final,
+                                             dtype=torch.int64)
+        return self._exit_position
+
+    @property
+    def macs(self) -> torch.Tensor:
+        if self._macs is None:
+            self._macs = self._leave_macs[self.exit_position]
+        return self._macs
+
+    def __repr__(self) -> str:
+        return f"RuntimeOutput(batch={self.predictions.shape[0]})"
 
 
 @dataclass(frozen=True)
@@ -302,7 +326,6 @@ class _Plan:
     entry: FrontEntry
     exits: tuple[tuple[int, nn.Module, float], ...]  # (position, head, threshold), enabled only
     leave_macs: torch.Tensor = field(repr=False)  # float64 (P,): cost of leaving at each position
-    final_macs: float = 0.0  # leave_macs[-1] as a number
 
 
 def _softmax_top1(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -408,7 +431,7 @@ class EarlyExitRuntime:
         from dyce.evaluate import position_macs
 
         costs = torch.from_numpy(position_macs(self.macs, entry.config))
-        return _Plan(entry, tuple(exits), costs, float(costs[-1]))
+        return _Plan(entry, tuple(exits), costs)
 
     def _activate(self, entry: FrontEntry) -> FrontEntry:
         self._plan = self._make_plan(entry)  # one assignment: a call in flight keeps its plan
@@ -543,13 +566,10 @@ class EarlyExitRuntime:
             return self._early_exit(x, plan)
         # No exit enabled: the plain backbone, nothing per stage (overhead: a few microseconds).
         confidence, prediction = _softmax_top1(self.backbone(x))
-        batch = x.shape[0]
         if confidence.device.type != "cpu":
             confidence, prediction = confidence.cpu(), prediction.cpu()
-        return RuntimeOutput(
-            prediction, torch.full((batch,), self.num_positions - 1, dtype=torch.int64),
-            torch.full((batch,), plan.final_macs, dtype=torch.float64), confidence,
-        )
+        return RuntimeOutput(prediction, None, plan.leave_macs, confidence,
+                             self.num_positions - 1)
 
     def _early_exit(self, x: torch.Tensor, plan: _Plan) -> RuntimeOutput:
         batch = x.shape[0]
@@ -583,8 +603,7 @@ class EarlyExitRuntime:
             predictions[in_flight] = prediction
             confidences[in_flight] = confidence
         positions = positions.cpu()
-        return RuntimeOutput(predictions.cpu(), positions, plan.leave_macs[positions],
-                             confidences.cpu())
+        return RuntimeOutput(predictions.cpu(), positions, plan.leave_macs, confidences.cpu())
 
 
 def prediction_summary(
