@@ -52,7 +52,6 @@ METHODS = ("onepass", "circular", "samethres")
 #: costs are O(1)), so floating-point noise between equal-cost configurations cannot cycle.
 IMPROVEMENT_TOLERANCE = 1e-13
 
-_HUGE = 1e300  # cost term of a cut that must never be chosen
 
 
 # --------------------------------------------------------------------------- cost
@@ -274,23 +273,41 @@ class _ExitTable:
 
 @dataclass
 class _Curve:
-    """Every valid cut of one (position, exit type) in one situation, λ-independent.
+    """Every cut of one (position, exit type) in one situation, λ-independent.
 
-    Cut ``j`` (index into ``acc``/``macs``, ``0 … count``) lets the ``j`` most confident arriving
-    samples leave; ``invalid``: int64 cuts that would split equal confidences (or leave a
-    confidence of 0), never chosen. ``acc``/``macs``: float64 accuracy (calibrated when searching
-    calibrated) and mean MACs of the whole configuration at each cut; ``direction``: -1 when
-    MACs strictly fall along the cuts, +1 when they strictly rise, 0 otherwise. ``conf``/``positions``/``count`` locate the arriving
-    samples' confidences (descending) to turn a cut into a threshold.
+    Cut ``j`` (``0 … count``) lets the ``j`` most confident arriving samples leave.
+    ``invalid``: int64 cuts that would split equal confidences (or let a confidence of 0 leave),
+    never chosen. Accuracy at ``j`` is ``(base_correct + gained[j]) / N`` (``gained``: int32 right
+    leavers minus right rest fates) or, when calibrated, ``calibrated_acc[j]``; mean MACs are
+    ``(base_macs + moved[j]) / N`` with ``moved`` float64 cumulative MACs change, or
+    ``j · step`` when every leaver changes the MACs by the same ``step`` (``moved`` ``None``).
+    ``direction``: -1 when MACs strictly fall along the cuts, +1 when they strictly rise, else 0.
+    ``conf``/``positions`` locate the arriving samples' confidences (descending).
     """
 
     invalid: np.ndarray
-    acc: np.ndarray
-    macs: np.ndarray
+    count: int
+    num_samples: int
+    base_correct: int
+    gained: np.ndarray | None
+    calibrated_acc: np.ndarray | None
+    base_macs: float
+    step: float
+    moved: np.ndarray | None
     direction: int
     conf: np.ndarray
     positions: np.ndarray | None
-    count: int
+
+    def acc(self, cut: np.ndarray) -> np.ndarray:
+        """float64 accuracy of the whole configuration at ``cut``."""
+        if self.calibrated_acc is not None:
+            return self.calibrated_acc[cut]
+        return (self.base_correct + self.gained[cut].astype(np.int64)) / self.num_samples
+
+    def macs(self, cut: np.ndarray) -> np.ndarray:
+        """float64 mean MACs of the whole configuration at ``cut``."""
+        moved = cut * self.step if self.moved is None else self.moved[cut]
+        return (self.base_macs + moved) / self.num_samples
 
     def threshold(self, index: np.ndarray) -> np.ndarray:
         """float64 threshold letting exactly ``index`` samples leave: 1 when none, 0 when all,
@@ -309,31 +326,36 @@ class _Curve:
         middle = np.where((middle >= lower) & (middle < upper), middle, lower)
         return np.where(cut == 0, 1.0, np.where(cut == self.count, 0.0, middle))
 
+    def _value(self, lam: float, scale: CostScale, low: int, high: int) -> np.ndarray:
+        """``constant − cost`` of cuts ``low … high`` for λ (larger is better): ``a·gained −
+        b·moved`` with ``a = λ/(N·acc_span)``, ``b = (1−λ)/(N·macs_span)``; invalid cuts −inf."""
+        weight_acc = lam / (self.num_samples * scale.acc_span)
+        weight_macs = (1.0 - lam) / (self.num_samples * scale.macs_span)
+        if self.calibrated_acc is not None:
+            value = self.calibrated_acc[low:high + 1] * (lam / scale.acc_span)
+            weight_acc = 0.0
+        else:
+            value = self.gained[low:high + 1] * weight_acc
+        if self.moved is None:
+            value -= np.arange(low, high + 1, dtype=np.float64) * (weight_macs * self.step)
+        else:
+            value -= self.moved[low:high + 1] * weight_macs
+        inside = self.invalid[(self.invalid >= low) & (self.invalid <= high)]
+        value[inside - low] = -np.inf
+        return value
+
     def best(self, lambdas: np.ndarray, scale: CostScale) -> tuple[np.ndarray, np.ndarray]:
-        """Per λ: index of the cheapest cut (the first, i.e. highest threshold, on ties) and its
-        cost.
+        """Per λ: the cheapest cut (the first, i.e. highest threshold, on ties) and its cost.
 
         When MACs are monotone along the cuts, the first cheapest cut moves monotonically with λ
         (towards fewer exits as λ grows), so λs are solved by divide and conquer, each on the
-        range its neighbours leave open: ``O(n log L)`` instead of ``O(n L)``.
+        range its neighbours leave open: ``O(n log L)`` instead of ``O(n L)``. The cost of each
+        winner is :func:`cost` of its accuracy and MACs.
         """
         count = lambdas.shape[0]
         best = np.zeros(count, dtype=np.int64)
-        best_cost = np.zeros(count, dtype=np.float64)
         order = np.argsort(lambdas, kind="stable")
-        # 1 − (acc − offset) / span and (macs − offset) / span, in place (same roundings)
-        shortfall = self.acc - scale.acc_offset
-        shortfall /= scale.acc_span
-        np.subtract(1.0, shortfall, out=shortfall)
-        spend = self.macs - scale.macs_offset
-        spend /= scale.macs_span
-        # Invalid cuts get a huge cost for every λ (finite, so 0·x stays 0).
-        shortfall[self.invalid] = _HUGE
-        spend[self.invalid] = _HUGE
-        if (lambdas > 1).any():
-            spend_above_one = spend.copy()
-            spend_above_one[self.invalid] = -_HUGE
-        last = self.acc.shape[0] - 1
+        last = self.count
         stack = [(0, count - 1, 0, last)]
         while stack:
             left, right, low, high = stack.pop()
@@ -343,20 +365,15 @@ class _Curve:
             which = order[middle]
             if self.direction == 0:
                 low, high = 0, last
-            lam = lambdas[which]
-            spent = spend if lam <= 1 else spend_above_one
-            # the same operations as cost(), on precomputed scaled terms
-            costs = lam * shortfall[low:high + 1]
-            costs += (1.0 - lam) * spent[low:high + 1]
-            winner = low + int(np.argmin(costs))
-            best[which], best_cost[which] = winner, costs[winner - low]
+            winner = low + int(np.argmax(self._value(float(lambdas[which]), scale, low, high)))
+            best[which] = winner
             if self.direction < 0:  # larger λ, fewer exits
                 stack.append((left, middle - 1, winner, high))
                 stack.append((middle + 1, right, low, winner))
             else:
                 stack.append((left, middle - 1, low, winner))
                 stack.append((middle + 1, right, winner, high))
-        return best, best_cost
+        return best, cost(self.acc(best), self.macs(best), lambdas, scale)
 
 
 def _tied_cuts(table: _ExitTable, positions: np.ndarray | None, count: int) -> np.ndarray:
@@ -494,28 +511,27 @@ class _Searcher:
         rest_table = situation.rest_table
         base_macs = situation.fixed_macs + float(situation.rest_counts @ rest_table) + count * head
         if general:
-            step = (leave_cost - head) - rest_table[rest_position]  # MACs change per leaver
-            total_macs = np.empty(count + 1, dtype=np.float64)
-            total_macs[0] = 0.0
-            np.cumsum(step, out=total_macs[1:])
-            macs = (base_macs + total_macs) / self.num_samples
-            direction = -1 if (step < 0).all() else (1 if (step > 0).all() else 0)
+            steps = (leave_cost - head) - rest_table[rest_position]  # MACs change per leaver
+            moved = np.empty(count + 1, dtype=np.float64)
+            moved[0] = 0.0
+            np.cumsum(steps, out=moved[1:])
+            direction = -1 if (steps < 0).all() else (1 if (steps > 0).all() else 0)
+            step = 0.0
         else:
             step = (leave_cost - head) - float(rest_table[-1])
-            macs = (base_macs + np.arange(count + 1) * step) / self.num_samples
+            moved = None
             direction = -1 if step < 0 else (1 if step > 0 else 0)
 
+        calibrated_acc = None
         if self.calibration:
             if not general:  # the final head's correctness, from right − gain
                 rest_right = (arriving(table.right).astype(np.int8) - arriving(table.gain)) > 0
-            acc = self._calibrated_cuts(situation, np.arange(count + 1), arriving(table.right),
-                                        rest_right, rest_position)
-        else:
-            base_correct = (int(situation.fixed_correct.sum())
-                            + int(situation.rest_correct_counts.sum()))
-            acc = (base_correct + gained) / self.num_samples
-        return _Curve(invalid, np.asarray(acc, dtype=np.float64), macs, direction, table.conf,
-                      positions, count)
+            calibrated_acc = np.asarray(self._calibrated_cuts(
+                situation, np.arange(count + 1), arriving(table.right), rest_right,
+                rest_position), dtype=np.float64)
+        base_correct = int(situation.fixed_correct.sum()) + int(situation.rest_correct_counts.sum())
+        return _Curve(invalid, count, self.num_samples, base_correct, gained, calibrated_acc,
+                      base_macs, step, moved, direction, table.conf, positions)
 
     def _calibrated_cuts(self, situation: _Situation, cuts: np.ndarray, leave_right: np.ndarray,
                          rest_right: np.ndarray | None,
