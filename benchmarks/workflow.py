@@ -1,6 +1,7 @@
 """Time the default pipeline from scratch and the no-op rerun (median of several).
 
     .venv/bin/python benchmarks/workflow.py [--configfile config/config.yaml] [--reruns 3]
+                                            [--keep-results DIR]
 
 Runs in a temporary copy of the repository (so ``results/`` of the checkout is untouched), with
 ``--cores 2`` unless ``--cores`` is given. Prints one Markdown table row per measurement and the
@@ -53,6 +54,8 @@ def main() -> None:
     parser.add_argument("--configfile", default="config/config.yaml")
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--reruns", type=int, default=3)
+    parser.add_argument("--keep-results", type=Path, default=None, metavar="DIR",
+                        help="copy the run's results/ here before the temporary copy is removed")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="dyce-bench-") as tmp:
@@ -75,6 +78,8 @@ def main() -> None:
         print(f"\nload average at the end: {load:.2f}; slowest rules (total s, jobs):")
         for rule, seconds, count in slowest_rules(workdir):
             print(f"  {rule:16s} {seconds:7.1f} s  {count:4d} jobs")
+        if args.keep_results is not None:
+            shutil.copytree(workdir / "results", args.keep_results, dirs_exist_ok=True)
 
 
 if __name__ == "__main__":
