@@ -11,9 +11,12 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 REPO = Path(workflow.basedir).parent
-# Jobs call the dyce command of the environment that runs Snakemake (e.g. .venv/bin), also when
-# that environment is not activated.
-shell.prefix(f'set -euo pipefail; export PATH="{Path(sys.executable).parent}:$PATH"; ')
+# Jobs call the dyce command on PATH (e.g. of the conda environment with --sdm conda), else the
+# one of the environment that runs Snakemake (e.g. .venv/bin, also when it is not activated).
+shell.prefix(
+    "set -euo pipefail; command -v dyce > /dev/null"
+    f' || export PATH="{Path(sys.executable).parent}:$PATH"; '
+)
 LIBRARY = REPO / "dyce"
 DYCE_METHODS = ("onepass", "circular", "samethres")
 PEER_METHODS = ("global_threshold", "msdnet", "patience")
