@@ -305,3 +305,19 @@ def test_html_report_is_self_contained_with_plots_tables_and_captions(base):
                  "MACs saved at", "relative accuracy"):
         assert text in html, text
     assert planned(base["dir"]) == []  # reporting changes nothing
+
+
+@pytest.mark.parametrize(
+    ("target", "rules"),
+    [
+        ("records", {"prepare_data", "train_backbone", "train_exits", "record"}),
+        ("macs", {"macs_analysis"}),
+        ("search", {"prepare_data", "train_backbone", "train_exits", "record", "macs_analysis",
+                    "search_lambda", "search_peer"}),
+    ],
+)
+def test_named_targets_plan_only_what_they_need(config_only, target, rules):
+    result = snakemake(config_only, "--dry-run", target)
+    jobs = parse_jobs(result.stdout + result.stderr)
+    assert {rule for rule, _ in jobs} == rules
+    assert {model_of(output) for _, output in jobs} >= {"a", "b"}
