@@ -14,6 +14,15 @@ from dyce.errors import DyceError
 from dyce.stages import run_stages, split_stages
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine, 2 threads run many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _small_convnext() -> nn.Module:
     settings = [CNBlockConfig(16, 32, 1), CNBlockConfig(32, 64, 1), CNBlockConfig(64, None, 1)]
     return ConvNeXt(settings, num_classes=10)
