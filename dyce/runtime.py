@@ -57,6 +57,9 @@ class FrontEntry:
         parameter_name, parameter: the sweep parameter (``"lambda"``, ``"threshold"``, ``"q"``).
         relative_macs, relative_acc: validation figures (NaN for a custom configuration).
         index: its row in the bundle's front (``None`` for the original model or a custom one).
+        patience: for a patience (PABEE) setting, ``t``: a sample leaves once ``t`` consecutive
+            exits repeated the previous exit's class; ``config`` then holds its exit type at
+            every position (threshold 1, unused), which is also how its MACs are counted.
     """
 
     config: tuple[tuple[int, float], ...]
@@ -67,6 +70,13 @@ class FrontEntry:
     relative_macs: float = math.nan
     relative_acc: float = math.nan
     index: int | None = None
+    patience: int | None = None
+
+    def as_config(self) -> list[list[float]] | dict[str, int]:
+        """The configuration as stored in result tables (and understood by the evaluators)."""
+        if self.patience is not None:
+            return {"patience": int(self.patience), "exit_type": int(self.config[0][0])}
+        return [[int(k), float(t)] for k, t in self.config]
 
     def to_plain(self) -> dict[str, Any]:
         """A dictionary of plain values (for the bundle file)."""
@@ -87,8 +97,13 @@ def original_entry(num_positions: int) -> FrontEntry:
 def check_config(
     config: Any, num_positions: int, num_exit_types: int, *, where: str | None = None,
     field_name: str = "config",
-) -> tuple[tuple[int, float], ...]:
-    """Validate a configuration (``P-1`` pairs ``[exit_type, threshold]``, or their JSON text)."""
+) -> tuple[tuple[tuple[int, float], ...], int | None]:
+    """Validate a configuration and return ``(pairs, patience)``.
+
+    ``config``: ``P-1`` pairs ``[exit_type, threshold]`` (``patience`` None), a patience setting
+    ``{"patience": t, "exit_type": k}`` (pairs ``(k, 1.0)`` at every position), or JSON text of
+    either.
+    """
     from dyce.evaluate import check_config as check_pairs  # torch-free; one validator for all
 
     if isinstance(config, str):
@@ -97,16 +112,24 @@ def check_config(
         except json.JSONDecodeError:
             raise DyceError(f"not JSON: {config!r:.80}", path=where, field=field_name) from None
     if isinstance(config, dict):
-        raise DyceError(
-            "patience settings are not supported by the runtime; use a threshold front",
-            path=where, field=field_name,
+        patience, exit_type = config.get("patience"), config.get("exit_type")
+        valid = (
+            set(config) == {"patience", "exit_type"}
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in (patience, exit_type))
+            and patience >= 1 and 0 <= exit_type < num_exit_types
         )
+        if not valid:
+            raise DyceError(
+                f"{config!r:.80} is not a patience setting {{'patience': t >= 1, 'exit_type': "
+                f"k in 0..{num_exit_types - 1}}}", path=where, field=field_name,
+            )
+        return ((exit_type, 1.0),) * (num_positions - 1), patience
     try:
         pairs = check_pairs(config, num_positions, num_exit_types)
     except DyceError as error:
         raise DyceError(str(error).removeprefix("field 'config': "), path=where,
                         field=field_name) from None
-    return tuple(pairs)
+    return tuple(pairs), None
 
 
 def read_front(paths: Sequence[str | os.PathLike], num_positions: int,
@@ -130,8 +153,8 @@ def read_front(paths: Sequence[str | os.PathLike], num_positions: int,
         rows = df.to_dicts()
         for row_index, row in enumerate(rows):
             field_name = f"config (row {row_index})"
-            config = check_config(row["config"], num_positions, num_exit_types,
-                                  where=str(path), field_name=field_name)
+            config, patience = check_config(row["config"], num_positions, num_exit_types,
+                                            where=str(path), field_name=field_name)
             for column in ("relative_macs", "relative_acc"):
                 value = row[column]
                 if value is None or not math.isfinite(float(value)):
@@ -145,6 +168,7 @@ def read_front(paths: Sequence[str | os.PathLike], num_positions: int,
                 relative_macs=float(row["relative_macs"]),
                 relative_acc=float(row["relative_acc"]),
                 index=len(entries),
+                patience=patience,
             ))
     if not entries:
         raise DyceError("the front has no configuration", path=paths[0] if paths else None)
@@ -326,6 +350,7 @@ class _Plan:
     entry: FrontEntry
     exits: tuple[tuple[int, nn.Module, float], ...]  # (position, head, threshold), enabled only
     leave_macs: torch.Tensor = field(repr=False)  # float64 (P,): cost of leaving at each position
+    patience: int | None = None  # patience rule instead of thresholds
 
 
 def _softmax_top1(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -431,7 +456,7 @@ class EarlyExitRuntime:
         from dyce.evaluate import position_macs
 
         costs = torch.from_numpy(position_macs(self.macs, entry.config))
-        return _Plan(entry, tuple(exits), costs)
+        return _Plan(entry, tuple(exits), costs, entry.patience)
 
     def _activate(self, entry: FrontEntry) -> FrontEntry:
         self._plan = self._make_plan(entry)  # one assignment: a call in flight keeps its plan
@@ -442,9 +467,10 @@ class EarlyExitRuntime:
         """The active configuration (with its front index, method, λ and validation figures)."""
         return self._plan.entry
 
-    def set_config(self, index_or_config: int | FrontEntry | Sequence[Sequence[float]]
+    def set_config(self, index_or_config: int | FrontEntry | Sequence[Sequence[float]] | dict
                    ) -> FrontEntry:
-        """Activate front row ``index``, a :class:`FrontEntry`, or a configuration by hand."""
+        """Activate front row ``index``, a :class:`FrontEntry`, or a configuration by hand
+        (``[[exit_type, threshold], …]`` or ``{"patience": t, "exit_type": k}``)."""
         if isinstance(index_or_config, FrontEntry):
             return self._activate(index_or_config)
         if isinstance(index_or_config, (int, np.integer)) and not isinstance(index_or_config, bool):
@@ -453,14 +479,14 @@ class EarlyExitRuntime:
                 raise DyceError(f"index {index} outside the front's 0..{len(self.front) - 1}",
                                 path=self.source, field="config")
             return self._activate(self.front[index])
-        config = check_config(index_or_config, self.num_positions, len(self.exit_types),
-                              where=self.source)
+        config, patience = check_config(index_or_config, self.num_positions,
+                                        len(self.exit_types), where=self.source)
         for entry in self.front:
-            if entry.config == config:
+            if entry.config == config and entry.patience == patience:
                 return self._activate(entry)
-        if all(k < 0 for k, _ in config):
+        if patience is None and all(k < 0 for k, _ in config):
             return self._activate(original_entry(self.num_positions))
-        return self._activate(FrontEntry(config, "custom"))
+        return self._activate(FrontEntry(config, "custom", patience=patience))
 
     def set_budget(self, relative_macs: float) -> FrontEntry:
         """Most accurate configuration whose validation relative MACs is ``<= relative_macs``.
@@ -510,9 +536,9 @@ class EarlyExitRuntime:
 
         Returns the :class:`dyce.risk.RiskChoice` (bound used, its value, every test made).
         """
-        from dyce.evaluate import evaluate_config
         from dyce.records import read_records
         from dyce.risk import choose_by_risk, risk_losses
+        from dyce.strategies import evaluate_any
 
         records = calibration_records
         if not isinstance(records, ExitRecords):
@@ -521,7 +547,7 @@ class EarlyExitRuntime:
         if not self.front:
             raise DyceError("the bundle's front is empty", path=self.source, field="front")
         predictions = np.stack([
-            evaluate_config(records, self.macs, e.config, per_sample=True).prediction
+            evaluate_any(records, self.macs, e.as_config(), per_sample=True).prediction
             for e in self.front
         ])
         losses = risk_losses(records, predictions)
@@ -580,13 +606,21 @@ class EarlyExitRuntime:
         in_flight = torch.arange(batch, device=device)
         features = x
         next_stage = 0
+        previous: torch.Tensor | None = None  # patience: last exit's class and run length
+        run = torch.zeros(batch, dtype=torch.int64, device=device)
         for position, head, threshold in plan.exits:
             while next_stage <= position:
                 features = self.stages[next_stage](features)
                 next_stage += 1
             confidence, prediction = _softmax_top1(head(features))
-            # Compare in float64 like the evaluator on the records: t is a Python float.
-            leave = confidence.double() > threshold
+            if plan.patience is None:
+                # Compare in float64 like the evaluator on the records: t is a Python float.
+                leave = confidence.double() > threshold
+            else:  # as dyce.strategies.patience_exit_positions
+                if previous is not None:
+                    run = torch.where(prediction == previous, run + 1, 0)
+                leave = run >= plan.patience
+                previous = prediction
             if bool(leave.any()):
                 leaving = in_flight[leave]
                 predictions[leaving] = prediction[leave]
@@ -594,6 +628,8 @@ class EarlyExitRuntime:
                 positions[leaving] = position
                 stay = ~leave
                 in_flight, features = in_flight[stay], features[stay]
+                if plan.patience is not None:
+                    previous, run = previous[stay], run[stay]
                 if in_flight.numel() == 0:
                     break
         if in_flight.numel():

@@ -23,7 +23,7 @@ from dyce.results import evaluate_table, pareto_front, search_table, write_table
 from dyce.risk import choose_by_risk, risk_losses
 from dyce.runtime import EarlyExitRuntime, build_bundle, load_bundle
 from dyce.search import search_configs
-from dyce.strategies import global_threshold
+from dyce.strategies import evaluate_any, global_threshold, patience
 
 EXIT_TYPES = ("mlp1x1000", "mlp3x500")
 
@@ -122,7 +122,12 @@ def setup(tmp_path_factory, one_thread) -> dict:
                      "relative_macs": evaluation.relative_macs,
                      "relative_acc": evaluation.relative_acc})
     pl.DataFrame(rows).write_parquet(folder / "front_handmade.parquet")
-    fronts = [folder / f"front_{name}.parquet" for name in ("global", "onepass", "handmade")]
+    # Front 4: patience (PABEE), decided by repeated classes rather than thresholds.
+    results = patience(search, macs, exit_types=[1], patiences=[1, 2, 3], progress=False)
+    table = evaluate_table(search_table(results, method="patience"), records["val"], macs)
+    write_table(table, folder / "front_patience.parquet")
+    fronts = [folder / f"front_{name}.parquet"
+              for name in ("global", "onepass", "handmade", "patience")]
     summary = build_bundle(folder / "exits.pt", fronts, folder / "macs.json",
                            folder / "bundle.pt")
     (folder / "splits.json").write_text(json.dumps(splits))
@@ -144,12 +149,12 @@ def test_every_front_configuration_matches_the_evaluator_sample_by_sample(setup,
     runtime, records = setup["runtime"], setup["records"]["val"]
     macs = load_macs_info(setup["macs"])
     assert len(runtime.front) > 6
-    exits_seen = set()
+    exits_seen, patience_left = set(), False
     for index, entry in enumerate(runtime.front):
         runtime.set_config(index)
         assert runtime.current is entry
         out = _run(runtime, setup["images"], batch_size)
-        expected = evaluate_config(records, macs, entry.config, per_sample=True)
+        expected = evaluate_any(records, macs, entry.as_config(), per_sample=True)
         np.testing.assert_array_equal(out["exit_position"], expected.exit_position)
         np.testing.assert_array_equal(out["predictions"], expected.prediction)
         # The confidence each sample left with is the recorded one (up to batch-size rounding).
@@ -163,7 +168,9 @@ def test_every_front_configuration_matches_the_evaluator_sample_by_sample(setup,
         assert accuracy == pytest.approx(expected.raw_acc, abs=1e-12)
         assert out["macs"].mean() / macs.ori_macs == pytest.approx(expected.relative_macs, rel=1e-12)
         exits_seen.update(np.unique(out["exit_position"]).tolist())
+        patience_left |= entry.patience is not None and bool(np.any(out["exit_position"] < 5))
     assert len(exits_seen) >= 3  # samples really left at several positions
+    assert patience_left
 
 
 def test_samples_that_left_are_not_run_by_later_stages(setup):
@@ -194,9 +201,10 @@ def test_bundle_keeps_only_the_exit_heads_the_front_uses(setup):
     assert stored == used
     assert payload["macs_info"] == setup["macs"]
     assert len(payload["front"]) == sum(len(pl.read_parquet(f)) for f in setup["fronts"])
-    entry = payload["front"][-1]
-    assert entry["method"] == "handmade" and entry["lambda_value"] == pytest.approx(1.0)
+    handmade = [e for e in payload["front"] if e["method"] == "handmade"]
+    assert handmade[-1]["lambda_value"] == pytest.approx(1.0)
     assert any(e["method"] == "onepass" for e in payload["front"])
+    assert [e["patience"] for e in payload["front"] if e["method"] == "patience"] == [1, 2, 3]
     # A head outside the bundle cannot be activated by hand.
     runtime = setup["runtime"]
     num_positions = runtime.num_positions
@@ -317,8 +325,8 @@ def test_risk_control_activates_the_cheapest_configuration_with_a_bounded_loss(s
     calibration = setup["records"]["search"]
     macs = load_macs_info(setup["macs"])
     choice = runtime.set_risk(0.1, 0.1, calibration)
-    predictions = np.stack([evaluate_config(calibration, macs, e.config, per_sample=True).prediction
-                            for e in runtime.front])
+    predictions = np.stack([evaluate_any(calibration, macs, e.as_config(), per_sample=True)
+                            .prediction for e in runtime.front])
     expected = choose_by_risk(risk_losses(calibration, predictions),
                               [e.relative_macs for e in runtime.front], 0.1, 0.1)
     assert choice.index == expected.index
