@@ -259,8 +259,10 @@ class _ExitTable:
     """One exit's samples in descending order of confidence.
 
     ``order``: int32 sample indices; ``conf``: float32 confidences; ``right``: bool whether the
-    exit is right; ``gain``: int8 ``right − final head right``; ``tie_start``/``tie_end``: int64
-    first and last sorted index of every run of equal confidences (runs of 2 or more).
+    exit is right; ``gain``: int8 ``right − final head right``; ``tie_start``: int64 first
+    sorted index of every run of equal confidences (runs of 2 or more); ``tie_members``: int64
+    sorted indices of all their members, run after run; ``tie_offset``: int64 where each run
+    starts in ``tie_members``.
     """
 
     order: np.ndarray
@@ -268,7 +270,8 @@ class _ExitTable:
     right: np.ndarray
     gain: np.ndarray
     tie_start: np.ndarray
-    tie_end: np.ndarray
+    tie_members: np.ndarray
+    tie_offset: np.ndarray
 
 
 @dataclass
@@ -297,6 +300,7 @@ class _Curve:
     direction: int
     conf: np.ndarray
     positions: np.ndarray | None
+    ramp: np.ndarray | None = None  # float64 0, 1, 2, … (shared, at least count + 1 long)
 
     def acc(self, cut: np.ndarray) -> np.ndarray:
         """float64 accuracy of the whole configuration at ``cut``."""
@@ -337,7 +341,9 @@ class _Curve:
         else:
             value = self.gained[low:high + 1] * weight_acc
         if self.moved is None:
-            value -= np.arange(low, high + 1, dtype=np.float64) * (weight_macs * self.step)
+            ramp = (self.ramp[low:high + 1] if self.ramp is not None
+                    else np.arange(low, high + 1, dtype=np.float64))
+            value -= ramp * (weight_macs * self.step)
         else:
             value -= self.moved[low:high + 1] * weight_macs
         inside = self.invalid[(self.invalid >= low) & (self.invalid <= high)]
@@ -376,21 +382,27 @@ class _Curve:
         return best, cost(self.acc(best), self.macs(best), lambdas, scale)
 
 
-def _tied_cuts(table: _ExitTable, positions: np.ndarray | None, count: int) -> np.ndarray:
+def _tied_cuts(table: _ExitTable, positions: np.ndarray | None,
+               arriving_sorted: np.ndarray | None, count: int) -> np.ndarray:
     """int64 cuts that split a run of equal confidences among the arriving samples.
 
-    ``positions``: sorted indices (into the exit's order) of the arriving samples, ``None`` when
-    all arrive. A run whose arriving members are ``lo … hi-1`` (compressed) forbids cuts
-    ``lo+1 … hi-1``.
+    ``positions``: sorted indices (into the exit's order) of the arriving samples and
+    ``arriving_sorted`` bool arrival in that order (both ``None`` when all arrive). A run with
+    ``m ≥ 2`` arriving members, the first at compressed index ``lo``, forbids cuts
+    ``lo+1 … lo+m-1``.
     """
     if table.tie_start.shape[0] == 0 or count == 0:
         return np.zeros(0, dtype=np.int64)
     if positions is None:
-        low, high = table.tie_start, table.tie_end + 1
+        low = table.tie_start
+        members = np.diff(np.append(table.tie_offset, table.tie_members.shape[0]))
     else:
-        low = np.searchsorted(positions, table.tie_start, side="left")
-        high = np.searchsorted(positions, table.tie_end, side="right")
-    lengths = np.maximum(high - low - 1, 0)
+        present = arriving_sorted[table.tie_members]
+        members = np.add.reduceat(present.astype(np.int64), table.tie_offset)
+        several = members >= 2
+        members = members[several]
+        low = np.searchsorted(positions, table.tie_start[several], side="left")
+    lengths = np.maximum(members - 1, 0)
     total = int(lengths.sum())
     if total == 0:
         return np.zeros(0, dtype=np.int64)
@@ -423,6 +435,7 @@ class _Searcher:
         self.backbone = info.backbone_macs
         self.head = info.head_macs
         self._sorted: dict[int, _ExitTable] = {}
+        self._ramp: np.ndarray | None = None
 
     # ------------------------------------------------------------------ helpers
 
@@ -440,7 +453,10 @@ class _Searcher:
             edges = np.diff(tied)
             tie_start = np.flatnonzero(edges == 1)
             tie_end = np.flatnonzero(edges == -1)
-            table = _ExitTable(order, conf_sorted, right, gain, tie_start, tie_end)
+            lengths = tie_end - tie_start + 1
+            offset = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+            members = np.repeat(tie_start - offset, lengths) + np.arange(int(lengths.sum()))
+            table = _ExitTable(order, conf_sorted, right, gain, tie_start, members, offset)
             self._sorted[row] = table
         return table
 
@@ -477,10 +493,11 @@ class _Searcher:
         p = situation.position
         table = self.exit_table(self.records.exit_index(p, exit_type))
         if situation.arrive is None or situation.rest_code is not None:
-            positions = None
+            positions = arriving_sorted = None
             count = self.num_samples
         else:
-            positions = np.flatnonzero(situation.arrive[table.order])
+            arriving_sorted = situation.arrive[table.order]
+            positions = np.flatnonzero(arriving_sorted)
             count = positions.shape[0]
 
         def arriving(values: np.ndarray) -> np.ndarray:
@@ -489,7 +506,8 @@ class _Searcher:
         general = situation.rest_code is not None
         if general:
             codes = situation.rest_code[table.order]  # one gather for arrival and rest fate
-            positions = np.flatnonzero(codes >= 0)
+            arriving_sorted = codes >= 0
+            positions = np.flatnonzero(arriving_sorted)
             count = positions.shape[0]
             codes = codes[positions]
             rest_right = (codes & 1).astype(np.int8)
@@ -502,7 +520,7 @@ class _Searcher:
         gained = np.zeros(count + 1, dtype=np.int32)  # right leavers minus right rest fates
         np.cumsum(gain, dtype=np.int32, out=gained[1:])
 
-        invalid = _tied_cuts(table, positions, count)
+        invalid = _tied_cuts(table, positions, arriving_sorted, count)
         if count and table.conf[count - 1 if positions is None else positions[-1]] == 0:
             invalid = np.append(invalid, count)  # a confidence of 0 never leaves
 
@@ -530,8 +548,10 @@ class _Searcher:
                 situation, np.arange(count + 1), arriving(table.right), rest_right,
                 rest_position), dtype=np.float64)
         base_correct = int(situation.fixed_correct.sum()) + int(situation.rest_correct_counts.sum())
+        if self._ramp is None:
+            self._ramp = np.arange(self.num_samples + 1, dtype=np.float64)
         return _Curve(invalid, count, self.num_samples, base_correct, gained, calibrated_acc,
-                      base_macs, step, moved, direction, table.conf, positions)
+                      base_macs, step, moved, direction, table.conf, positions, self._ramp)
 
     def _calibrated_cuts(self, situation: _Situation, cuts: np.ndarray, leave_right: np.ndarray,
                          rest_right: np.ndarray | None,
