@@ -192,6 +192,8 @@ def search_configs(
     if method not in METHODS:
         raise DyceError(f"unknown search method {method!r}; choose from {', '.join(METHODS)}",
                         field="method")
+    if not values:
+        return []
     searcher = _Searcher(records, info, normalize=normalize, calibration=calibration,
                          progress=progress)
     if method == "onepass":

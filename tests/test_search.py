@@ -342,3 +342,16 @@ def test_onepass_on_a_larger_record_matches_an_exhaustive_first_step():
         chosen = config_cost(records, macs, [result.config[0]] + rest, result.lambda_, scale,
                              False)
         assert chosen <= min(evaluations) + TOLERANCE
+
+
+@pytest.mark.parametrize("method", ["onepass", "circular", "samethres"])
+def test_no_lambdas_and_records_without_candidate_positions(method):
+    from tests.synthetic import make_synthetic_macs, make_synthetic_records
+
+    records, macs = synthetic(50)
+    assert search_configs(records, macs, method, [], progress=False) == []
+    final_only = make_synthetic_records(50, 1, 2, 5)
+    result = search_configs(final_only, make_synthetic_macs(1, 2), method, [0.7],
+                            progress=False)[0]
+    assert result.config == [] and result.evaluation.relative_macs == 1.0
+    assert result.evaluation.relative_acc == 1.0
