@@ -20,10 +20,12 @@ import numpy as np
 from dyce.errors import DyceError
 from dyce.macs_info import MacsInfo, load_macs_info
 from dyce.records import (
+    UNTYPED_KEY,
     ExitRecords,
     check_compatible,
     pred_dtype,
     read_records,
+    regroup_exit_types,
     validate_values,
     write_records,
 )
@@ -189,9 +191,9 @@ def load_any_records(
     """Read records in either format, chosen by content (zip = original ``.npz``, else Parquet).
 
     For ``.npz`` the exit types are required (names or a macs_info: object, dictionary or JSON
-    path). For Parquet they are
-    optional; when given they must agree with the file (a macs_info via
-    :func:`dyce.records.check_compatible`, names exactly).
+    path). For Parquet they are optional; when given they must agree with the file (a macs_info
+    via :func:`dyce.records.check_compatible`, names exactly), except for records written
+    without exit types (the seed ``OutputRecorder``), whose exits are regrouped by them.
     """
     if not Path(path).is_file():
         raise DyceError("file not found", path=path)
@@ -207,7 +209,10 @@ def load_any_records(
         records = read_npz_records(path, exit_types_or_macs)
     else:
         records = read_records(path)
-        if exit_types_or_macs is not None and macs is None:
+        if exit_types_or_macs is not None and records.extra.get(UNTYPED_KEY):
+            names = macs.head_names if macs is not None else exit_type_names(exit_types_or_macs)
+            records = regroup_exit_types(records, names)
+        elif exit_types_or_macs is not None and macs is None:
             names = exit_type_names(exit_types_or_macs)
             if names != records.exit_types:
                 raise DyceError(f"the file has {list(records.exit_types)}, expected {list(names)}",

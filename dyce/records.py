@@ -13,7 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +30,11 @@ if TYPE_CHECKING:
 
 FORMAT_VERSION = 1
 METADATA_KEY = b"dyce"
+
+
+#: ``extra`` key marking records whose exit types were not known when they were written (the
+#: seed ``OutputRecorder`` without ``exit_types``); see :func:`regroup_exit_types`.
+UNTYPED_KEY = "exit_types_unknown"
 
 
 @dataclass(frozen=True, eq=False)
@@ -677,3 +682,24 @@ def check_same_exit_table(a: ExitRecords, b: ExitRecords) -> None:
         if left != right:
             shown = (list(left), list(right)) if isinstance(left, tuple) else (left, right)
             raise DyceError(f"differ: {shown[0]} vs {shown[1]}", path=where, field=name)
+
+
+def regroup_exit_types(records: ExitRecords, exit_types: Sequence[str]) -> ExitRecords:
+    """The same exits read as ``T = len(exit_types)`` types per position (position-major).
+
+    For records written without their exit types (``extra`` holds :data:`UNTYPED_KEY`): the
+    arrays are unchanged, only ``exit_types`` and ``num_positions`` (``(E-1)/T + 1``) change,
+    exactly as the original DyCE ``load_records`` split its flat exit list by the macs_info.
+    """
+    names = tuple(str(name) for name in exit_types)
+    num_early = records.num_exits - 1
+    if not names or num_early % len(names):
+        raise DyceError(
+            f"{num_early} early exits cannot be split into {len(names)} exit types {list(names)}",
+            path=records.source, field="exit_types",
+        )
+    extra = {key: value for key, value in records.extra.items() if key != UNTYPED_KEY}
+    return replace(
+        records, exit_types=names, num_positions=num_early // len(names) + 1,
+        position_names=None, extra=extra,
+    )

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from dyce.errors import DyceError
-from dyce.records import ExitRecords, pred_dtype, write_records
+from dyce.records import UNTYPED_KEY, ExitRecords, pred_dtype, write_records
 
 LAYOUTS = ("auto", "BNC", "NBC")
 
@@ -190,6 +190,11 @@ class OutputRecorder:
         if labels.shape[0] != preds.shape[1]:
             raise DyceError(f"{labels.shape[0]} labels were added for {preds.shape[1]} "
                             f"predicted samples", field="label")
+        extra = {} if meta_info is None else {"meta_info": meta_info}
+        if exit_types is None:
+            # Like the original recorder: the exit types are not known here; a reader that is
+            # given the macs_info regroups the exits by its head types (load_any_records).
+            extra[UNTYPED_KEY] = True
         exit_types = tuple(exit_types) if exit_types is not None else ("exit",)
         num_early = preds.shape[0] - 1
         if num_early % len(exit_types):
@@ -200,7 +205,7 @@ class OutputRecorder:
             exit_types=exit_types, num_positions=num_early // len(exit_types) + 1,
             num_classes=self._num_classes if num_classes is None else num_classes,
             model=model, dataset=dataset, split=split,
-            extra={} if meta_info is None else {"meta_info": meta_info},
+            extra=extra,
         )
 
     def save(
@@ -220,7 +225,10 @@ class OutputRecorder:
             path: output file, written atomically.
             meta_info: JSON-serialisable dictionary, stored as ``extra.meta_info``.
             exit_types: names of the ``T`` exit types, exits being position-major; default one
-                type ``["exit"]``, so every early exit is its own position (``P = N + 1``).
+                type ``["exit"]``, so every early exit is its own position (``P = N + 1``),
+                and the file is marked untyped: :func:`dyce.npz.load_any_records` given a
+                macs_info regroups its exits by the macs_info's head types, as the original
+                ``load_records`` did (so the seed README's two steps work unchanged).
             num_classes: default: the width ``C`` of the logits.
             model, dataset, split: provenance stored in the file metadata.
 

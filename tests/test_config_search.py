@@ -94,3 +94,41 @@ def test_existing_result_is_reused_unless_refresh(seed_setup, tmp_path):
 def test_unknown_method_is_an_error(seed_setup):
     with pytest.raises(DyceError, match="method"):
         search_and_eval("x", seed_setup[2], "train.npz", "val.npz", method="greedy")
+
+
+def test_seed_readme_two_steps_with_output_recorder(tmp_path, monkeypatch):
+    """Step 1 records with OutputRecorder (which knows no exit types), step 2 searches with a
+    macs_info of T types: the exits are regrouped by the macs_info as the original did."""
+    torch = pytest.importorskip("torch")
+    from dyce.utils import OutputRecorder
+
+    monkeypatch.chdir(tmp_path)
+    num_types, num_positions, num_classes = 2, 4, 6
+    reference = {}
+    for split, seed in (("train", 0), ("val", 1)):
+        generator = torch.Generator().manual_seed(seed)
+        recorder = OutputRecorder(topk=1)
+        for _batch in range(3):
+            targets = torch.randint(0, num_classes, (20,), generator=generator)
+            hint = torch.nn.functional.one_hot(targets, num_classes).float()
+            model_out = torch.randn(20, num_classes, generator=generator) + 3 * hint
+            depth = torch.linspace(0.5, 3, (num_positions - 1) * num_types)[None, :, None]
+            ee_out = torch.randn(20, (num_positions - 1) * num_types, num_classes,
+                                 generator=generator) + depth * hint[:, None, :]
+            recorder.add_pred(model_out, ee_out)
+            recorder.add_label(targets.unsqueeze(-1))
+        recorder.save(f"{split}_record.parquet", meta_info=None)
+        reference[split] = recorder.to_records(exit_types=["mlp1x1000", "mlp3x500"])
+    macs_info = make_synthetic_macs(num_positions, num_types)
+
+    front = search_and_eval(
+        sim_index="dyce_resnet50", macs_info=macs_info,
+        train_record_path="train_record.parquet", val_record_path="val_record.parquet",
+    )
+    assert front.height >= 1
+    for row in front.iter_rows(named=True):
+        config = json.loads(row["config"])
+        assert len(config) == num_positions - 1
+        expected = evaluate_any(reference["val"], macs_info, config)
+        assert row["relative_macs"] == expected.relative_macs
+        assert row["raw_acc"] == expected.raw_acc

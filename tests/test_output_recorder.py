@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dyce.errors import DyceError
-from dyce.records import read_records
+from dyce.records import UNTYPED_KEY, read_records
 from dyce.utils import OutputRecorder
 
 NUM_CLASSES, NUM_EARLY, BATCHES = 7, 3, ((5, 0), (4, 1))
@@ -63,7 +63,7 @@ def test_torch_layouts_match_numpy_reference(tmp_path, layout, topk):
     np.testing.assert_array_equal(back.labels, np.concatenate([b[2] for b in make_batches()]))
     np.testing.assert_array_equal(saved.preds, back.preds)
     assert (back.num_positions, back.exit_types, back.num_classes) == (4, ("exit",), NUM_CLASSES)
-    assert back.extra == {"meta_info": {"epoch": 3}} and back.split == "val"
+    assert back.extra == {"meta_info": {"epoch": 3}, UNTYPED_KEY: True} and back.split == "val"
 
 
 def test_numpy_inputs_match_torch_inputs(tmp_path):
