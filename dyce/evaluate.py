@@ -78,38 +78,40 @@ def check_inputs(records: ExitRecords, macs: MacsInfo | dict | str) -> MacsInfo:
 
 
 def check_config(
-    config: Sequence[Sequence[float]], num_positions: int, num_exit_types: int
+    config: Sequence[Sequence[float]], num_positions: int, num_exit_types: int, *,
+    field: str = "config", path: str | None = None,
 ) -> list[tuple[int, float]]:
     """Validate a configuration and return it as ``P-1`` pairs ``(exit_type, threshold)``.
 
     ``exit_type`` must be a whole number in ``[-1, T)`` (``-1`` = no exit), ``threshold`` a
-    finite number in ``[0, 1]``. Raises :class:`DyceError` with ``field="config"``.
+    finite number in ``[0, 1]``. Raises :class:`DyceError` naming ``path`` (the file the
+    configuration came from, if any) and ``field``.
     """
     if isinstance(config, (str, bytes)) or not isinstance(config, Sequence):
         raise DyceError(f"must be a list of [exit_type, threshold] pairs, got {config!r}",
-                        field="config")
+                        path=path, field=field)
     if len(config) != num_positions - 1:
         raise DyceError(
             f"has {len(config)} entries; {num_positions} positions need {num_positions - 1}",
-            field="config",
+            path=path, field=field,
         )
     pairs = []
     for position, entry in enumerate(config):
         if isinstance(entry, (str, bytes)) or not isinstance(entry, Sequence) or len(entry) != 2:
             raise DyceError(f"entry {position} is {entry!r}, not [exit_type, threshold]",
-                            field="config")
+                            path=path, field=field)
         exit_type, threshold = entry
         if (isinstance(exit_type, bool) or not isinstance(exit_type, numbers.Real)
                 or not math.isfinite(exit_type) or int(exit_type) != exit_type
                 or not -1 <= exit_type < num_exit_types):
             raise DyceError(
                 f"entry {position}: exit type {exit_type!r} is not -1 or in [0, {num_exit_types})",
-                field="config",
+                path=path, field=field,
             )
         if (isinstance(threshold, bool) or not isinstance(threshold, numbers.Real)
                 or not math.isfinite(threshold) or not 0.0 <= threshold <= 1.0):
             raise DyceError(f"entry {position}: threshold {threshold!r} is not in [0, 1]",
-                            field="config")
+                            path=path, field=field)
         pairs.append((int(exit_type), float(threshold)))
     return pairs
 

@@ -124,11 +124,7 @@ def check_config(
                 f"k in 0..{num_exit_types - 1}}}", path=where, field=field_name,
             )
         return ((exit_type, 1.0),) * (num_positions - 1), patience
-    try:
-        pairs = check_pairs(config, num_positions, num_exit_types)
-    except DyceError as error:
-        raise DyceError(str(error).removeprefix("field 'config': "), path=where,
-                        field=field_name) from None
+    pairs = check_pairs(config, num_positions, num_exit_types, field=field_name, path=where)
     return tuple(pairs), None
 
 

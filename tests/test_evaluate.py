@@ -15,6 +15,7 @@ from dyce.errors import DyceError
 from dyce.evaluate import (
     Evaluation,
     brute_force_evaluate,
+    check_config,
     evaluate_config,
     evaluation_from_exits,
 )
@@ -228,6 +229,15 @@ def test_bad_configuration_is_rejected_naming_the_field(config):
             evaluator(records, macs, config)
         assert error.value.field == "config"
         assert "config" in str(error.value)
+
+
+def test_check_config_names_the_given_field_and_file():
+    with pytest.raises(DyceError) as error:
+        check_config([[0, 1.5]], 2, 1, field="config (row 3)", path="front.parquet")
+    assert error.value.field == "config (row 3)"
+    assert error.value.path == "front.parquet"
+    assert str(error.value) == ("front.parquet: field 'config (row 3)': entry 0: threshold 1.5 "
+                                "is not in [0, 1]")
 
 
 def test_macs_of_another_model_is_rejected():
