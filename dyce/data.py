@@ -118,6 +118,40 @@ def _image_transform(dataset: str, image_size: int, train: bool) -> Callable:
     return transforms.Compose([*steps, transforms.ToTensor(), transforms.Normalize(mean, std)])
 
 
+def eval_transform(
+    dataset: str | Mapping[str, Any],
+    image_size: int | tuple[int, int] | None = None,
+    in_channels: int | None = None,
+) -> Callable:
+    """Evaluation-time transform: PIL image -> normalised float tensor ``(C, H, W)``.
+
+    The preprocessing of the dataset's val split, for images from elsewhere. ``dataset`` is a
+    dataset name or a splits description (whose ``dataset``, ``image_size`` and ``in_channels``
+    are the defaults). ``image_size`` is ``S`` or ``(H, W)`` (default: the dataset's);
+    ``in_channels`` matters for digits only (default 1). Digits: resized, pixels scaled to
+    ``[0, 1]`` and standardised like :class:`DigitsPool`; the others: as :func:`open_pool`
+    without augmentation (square sizes only). Unknown datasets raise :class:`DyceError`.
+    """
+    from torchvision import transforms
+
+    if isinstance(dataset, Mapping):
+        image_size = dataset.get("image_size") if image_size is None else image_size
+        in_channels = dataset.get("in_channels") if in_channels is None else in_channels
+        dataset = dataset["dataset"]
+    facts = dataset_facts(dataset)
+    size = facts.default_image_size if image_size is None else image_size
+    size = (int(size), int(size)) if isinstance(size, (int, np.integer)) else tuple(size)
+    if dataset == "digits":  # the digits pool: pixels scaled to [0, 1], then standardised
+        channels = facts.in_channels if in_channels is None else int(in_channels)
+        return transforms.Compose([
+            transforms.Resize(size, antialias=True), transforms.ToTensor(),
+            transforms.Normalize([DIGITS_MEAN] * channels, [DIGITS_STD] * channels),
+        ])
+    if size[0] != size[1]:
+        raise DyceError(f"square inputs only for {dataset}, got {size}", field="input_size")
+    return _image_transform(dataset, size[0], train=False)
+
+
 def _require_root(dataset: str, root: str | os.PathLike | None, download: bool) -> Path:
     if root is None:
         raise DyceError(f"dataset '{dataset}' needs a data folder (--root)", field="root")

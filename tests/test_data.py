@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dyce.cli import main
-from dyce.data import load_split, load_splits, prepare_splits
+from dyce.data import eval_transform, load_split, load_splits, prepare_splits
 from dyce.errors import DyceError
 
 
@@ -153,3 +153,41 @@ def test_image_folder_with_different_val_classes_is_refused(tmp_path):
     )
     with pytest.raises(DyceError, match="field 'classes'"):
         prepare_splits("imagefolder", root=tmp_path, seed=0, search_split="train")
+
+
+def test_eval_transform_of_digits_reproduces_the_val_images():
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    splits = prepare_splits("digits", seed=0)
+    val = load_split(splits, "val")
+    transform = eval_transform(splits)
+    digits = load_digits()
+    for item in (0, 7):
+        expected, _, sample_id = val[item]
+        pixels = np.round(digits.images[sample_id] * 255 / 16).astype(np.uint8)
+        image = transform(Image.fromarray(pixels, mode="L"))
+        assert image.shape == (1, 8, 8) and image.dtype == torch.float32
+        # 8-bit pixels round the 0..16 levels by at most half a grey step
+        assert torch.allclose(image, expected, atol=0.5 / 255 / 0.376 + 1e-6)
+
+
+def test_eval_transform_of_an_image_folder_is_its_val_preprocessing(tmp_path):
+    from PIL import Image
+
+    _write_image_folder(tmp_path, {"train": ["a"], "val": ["a"]}, {"train": 2, "val": 1})
+    splits = prepare_splits("imagefolder", root=tmp_path, seed=0, search_fraction=0.5,
+                            image_size=16)
+    expected, _, _ = load_split(splits, "val")[0]
+    with Image.open(tmp_path / "val" / "a" / "0.png") as image:
+        assert torch.equal(eval_transform(splits)(image.convert("RGB")), expected)
+        assert torch.equal(eval_transform("imagefolder", (16, 16))(image.convert("RGB")), expected)
+
+
+def test_eval_transform_refuses_unknown_datasets_and_non_square_sizes():
+    with pytest.raises(DyceError, match="unknown dataset"):
+        eval_transform("mnist")
+    with pytest.raises(DyceError) as error:
+        eval_transform("cifar10", (32, 24))
+    assert error.value.field == "input_size"
+    assert eval_transform("digits", (8, 12), in_channels=3) is not None

@@ -122,13 +122,18 @@ def _image_batches(folder: Path, runtime, dataset: str | None, batch_size: int):
     import torch
     from PIL import Image, UnidentifiedImageError
 
+    from dyce.data import eval_transform
+
     if not folder.is_dir():
         raise DyceError("not a folder", path=folder, field="images")
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise DyceError(f"no image files ({', '.join(IMAGE_SUFFIXES)})", path=folder,
                         field="images")
-    transform = _eval_transform(dataset, runtime.input_size, runtime.in_channels)
+    if dataset is None:
+        raise DyceError("the bundle names no dataset; give --dataset for the preprocessing",
+                        field="dataset")
+    transform = eval_transform(dataset, runtime.input_size, runtime.in_channels)
     mode = "L" if runtime.in_channels == 1 else "RGB"
     for start in range(0, len(files), batch_size):
         chunk = files[start: start + batch_size]
@@ -140,27 +145,6 @@ def _image_batches(folder: Path, runtime, dataset: str | None, batch_size: int):
             except (UnidentifiedImageError, OSError) as error:
                 raise DyceError(f"cannot read image ({error})", path=path) from None
         yield torch.stack(images), None, [str(p) for p in chunk]
-
-
-def _eval_transform(dataset: str | None, size: tuple[int, int], in_channels: int):
-    """PIL image -> normalised float tensor ``(in_channels, H, W)`` as the dataset's val split."""
-    from torchvision import transforms
-
-    from dyce import data
-
-    if dataset is None:
-        raise DyceError("the bundle names no dataset; give --dataset for the preprocessing",
-                        field="dataset")
-    data.dataset_facts(dataset)
-    if dataset == "digits":  # the digits pool: pixels scaled to [0, 1], then standardised
-        return transforms.Compose([
-            transforms.Resize(size, antialias=True), transforms.ToTensor(),
-            transforms.Normalize([data.DIGITS_MEAN] * in_channels, [data.DIGITS_STD] * in_channels),
-        ])
-    if size[0] != size[1]:
-        raise DyceError(f"square inputs only for {dataset}, the bundle has {size}",
-                        field="input_size")
-    return data._image_transform(dataset, size[0], train=False)
 
 
 def _split_batches(splits: Path, split: str, batch_size: int):
