@@ -4,12 +4,13 @@ The original ``OutputRecorder`` saved ``np.savez_compressed(path, label=(N, 1) i
 preds=(E, N, topk) int16, confs=(E, N, topk) float32[, meta_info=np.array(dict)])`` with exits
 position-major and the final head last, and read it back with ``allow_pickle=True``, which runs
 arbitrary code from the file. Here everything is loaded with ``allow_pickle=False``: a pickled
-``meta_info`` is refused, never executed.
+``meta_info`` is refused, never executed, or on request (``skip_pickled_meta_info``) left unread.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +38,10 @@ _PICKLE_REFUSAL = (
     "arbitrary code; re-save the record without meta_info (np.savez(path, label=..., "
     "preds=..., confs=...)) or pass the information as plain arrays"
 )
+_META_INFO_SKIP_HINT = (
+    "; or leave meta_info unread and load the arrays with skip_pickled_meta_info=True "
+    "(dyce import-npz --skip-meta-info)"
+)
 
 
 def as_macs_info(exit_types_or_macs: ExitTypesOrMacs | None) -> MacsInfo | None:
@@ -63,8 +68,13 @@ def exit_type_names(exit_types_or_macs: ExitTypesOrMacs) -> tuple[str, ...]:
     return names
 
 
-def _array(npz: Any, key: str, where: str, required: bool = True) -> np.ndarray | None:
-    """``npz[key]`` loaded without pickle, or a :class:`DyceError` naming the key."""
+def _array(npz: Any, key: str, where: str, required: bool = True,
+           skip_pickled: bool = False) -> np.ndarray | None:
+    """``npz[key]`` loaded without pickle, or a :class:`DyceError` naming the key.
+
+    A pickled (object) array is refused; with ``skip_pickled`` it is left unread (numpy stops at
+    the array's header, before any unpickling) with a warning, and None is returned.
+    """
     if key not in npz.files:
         if not required:
             return None
@@ -73,7 +83,12 @@ def _array(npz: Any, key: str, where: str, required: bool = True) -> np.ndarray 
         return npz[key]
     except ValueError as error:
         if "allow_pickle" in str(error) or "Object arrays" in str(error):
-            raise DyceError(_PICKLE_REFUSAL, path=where, field=key) from None
+            if skip_pickled:
+                warnings.warn(f"{where}: field '{key}': holds a pickled Python object; skipped "
+                              "without unpickling it", UserWarning, stacklevel=3)
+                return None
+            hint = _META_INFO_SKIP_HINT if key == "meta_info" else ""
+            raise DyceError(_PICKLE_REFUSAL + hint, path=where, field=key) from None
         raise DyceError(f"cannot be read ({error})", path=where, field=key) from None
     except (OSError, EOFError, zipfile.BadZipFile) as error:
         raise DyceError(f"corrupt or truncated ({error})", path=where, field=key) from None
@@ -87,6 +102,7 @@ def read_npz_records(
     model: str = "",
     dataset: str = "",
     split: str = "",
+    skip_pickled_meta_info: bool = False,
 ) -> ExitRecords:
     """Read original DyCE ``.npz`` records safely.
 
@@ -97,6 +113,9 @@ def read_npz_records(
             string, or a macs_info whose head names are used. ``P = (E - 1) / T + 1``.
         num_classes: ``C``; default ``max(label, preds) + 1``.
         model, dataset, split: provenance stored with the records.
+        skip_pickled_meta_info: a pickled ``meta_info`` (an object array, as the original
+            release saved a dict) is left unread, never unpickled, with a warning, instead of
+            refused with :class:`DyceError`.
 
     Returns:
         :class:`ExitRecords` (labels int64, preds int16/int32, confs float32); a plain-array
@@ -116,7 +135,8 @@ def read_npz_records(
         labels = _array(npz, "label", where)
         preds = _array(npz, "preds", where)
         confs = _array(npz, "confs", where)
-        meta_info = _array(npz, "meta_info", where, required=False)
+        meta_info = _array(npz, "meta_info", where, required=False,
+                           skip_pickled=skip_pickled_meta_info)
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
@@ -165,15 +185,18 @@ def convert_npz(
     dataset: str = "",
     split: str = "",
     row_group_size: int = 65536,
+    skip_pickled_meta_info: bool = False,
 ) -> ExitRecords:
     """Read original ``.npz`` records safely and write them as dyce Parquet records to ``out``.
 
     When ``exit_types`` is a macs_info, the record must also match its number of positions
-    (checked before anything is written).
+    (checked before anything is written). ``skip_pickled_meta_info``: see
+    :func:`read_npz_records`.
     """
     macs = as_macs_info(exit_types)
     records = read_npz_records(path, exit_types if macs is None else macs,
-                               num_classes=num_classes, model=model, dataset=dataset, split=split)
+                               num_classes=num_classes, model=model, dataset=dataset, split=split,
+                               skip_pickled_meta_info=skip_pickled_meta_info)
     if macs is not None:
         check_compatible(records, macs)
     write_records(out, records, row_group_size=row_group_size)
@@ -186,7 +209,8 @@ def _is_zip(path: str | os.PathLike) -> bool:
 
 
 def load_any_records(
-    path: str | os.PathLike, exit_types_or_macs: ExitTypesOrMacs | None = None
+    path: str | os.PathLike, exit_types_or_macs: ExitTypesOrMacs | None = None, *,
+    skip_pickled_meta_info: bool = False,
 ) -> ExitRecords:
     """Read records in either format, chosen by content (zip = original ``.npz``, else Parquet).
 
@@ -194,6 +218,7 @@ def load_any_records(
     path). For Parquet they are optional; when given they must agree with the file (a macs_info
     via :func:`dyce.records.check_compatible`, names exactly), except for records written
     without exit types (the seed ``OutputRecorder``), whose exits are regrouped by them.
+    ``skip_pickled_meta_info`` applies to ``.npz`` records (see :func:`read_npz_records`).
     """
     if not Path(path).is_file():
         raise DyceError("file not found", path=path)
@@ -206,7 +231,8 @@ def load_any_records(
                 "original .npz records do not name their exit types; pass the exit-type names "
                 "or the macs_info", path=path, field="exit_types",
             )
-        records = read_npz_records(path, exit_types_or_macs)
+        records = read_npz_records(path, exit_types_or_macs,
+                                   skip_pickled_meta_info=skip_pickled_meta_info)
     else:
         records = read_records(path)
         if exit_types_or_macs is not None and records.extra.get(UNTYPED_KEY):

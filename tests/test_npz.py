@@ -79,6 +79,52 @@ def test_pickled_meta_info_is_refused_and_never_executed(tmp_path, records):
     assert marker.exists()
 
 
+def test_pickled_meta_info_refusal_names_the_skip_option(tmp_path, records):
+    path = save_original(tmp_path / "r.npz", records,
+                         meta_info=np.array({"seed": 1}, dtype=object))
+    with pytest.raises(DyceError, match="skip_pickled_meta_info=True"):
+        read_npz_records(path, ["a", "b", "c"])
+
+
+def test_skipped_pickled_meta_info_is_never_executed_and_the_arrays_load(tmp_path, records):
+    marker = tmp_path / "pwned"
+    path = save_original(tmp_path / "r.npz", records,
+                         meta_info=np.array(CreatesFileWhenUnpickled(marker), dtype=object))
+    with pytest.warns(UserWarning, match="meta_info.*skipped without unpickling"):
+        back = read_npz_records(path, ["a", "b", "c"], skip_pickled_meta_info=True)
+    assert not marker.exists()
+    assert back.extra == {}
+    np.testing.assert_array_equal(back.labels, records.labels)
+    np.testing.assert_array_equal(back.preds, records.preds)
+    np.testing.assert_array_equal(back.confs, records.confs)
+    with pytest.warns(UserWarning, match="skipped"):
+        converted = convert_npz(path, tmp_path / "r.parquet", "a,b,c",
+                                skip_pickled_meta_info=True)
+    with pytest.warns(UserWarning, match="skipped"):
+        loaded = load_any_records(path, "a,b,c", skip_pickled_meta_info=True)
+    assert not marker.exists()
+    for other in (converted, loaded, read_records(tmp_path / "r.parquet")):
+        np.testing.assert_array_equal(other.preds, records.preds)
+        np.testing.assert_array_equal(other.confs, records.confs)
+
+
+def test_import_npz_cli_skips_pickled_meta_info_only_when_asked(tmp_path, records, capsys):
+    marker = tmp_path / "pwned"
+    path = save_original(tmp_path / "r.npz", records,
+                         meta_info=np.array(CreatesFileWhenUnpickled(marker), dtype=object))
+    out = tmp_path / "r.parquet"
+    argv = ["import-npz", str(path), "--exit-types", "a,b,c", "--out", str(out)]
+    assert main(argv) == 2
+    assert "--skip-meta-info" in capsys.readouterr().err
+    assert not out.exists()
+    assert main([*argv, "--skip-meta-info"]) == 0
+    captured = capsys.readouterr()
+    assert "200 samples" in captured.out
+    assert captured.err.startswith("dyce import-npz: warning: ") and "skipped" in captured.err
+    assert not marker.exists()
+    np.testing.assert_array_equal(read_records(out).labels, records.labels)
+
+
 def test_plain_meta_info_is_kept(tmp_path, records):
     path = save_original(tmp_path / "r.npz", records, meta_info=np.array([3, 1, 4]))
     back = read_npz_records(path, "a,b,c")

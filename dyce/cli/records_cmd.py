@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import warnings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", default="", help="model name stored with the records")
     parser.add_argument("--dataset", default="", help="dataset name stored with the records")
     parser.add_argument("--split", default="", help="split name stored with the records")
+    parser.add_argument("--skip-meta-info", action="store_true",
+                        help="leave a pickled meta_info (a dict saved by the original release) "
+                        "unread instead of refusing the file; it is never unpickled")
     parser.add_argument("--out", required=True, metavar="RECORD.parquet", help="output file")
     parser.set_defaults(func=run_import_npz)
 
@@ -35,10 +40,15 @@ def run_import_npz(args: argparse.Namespace) -> int:
     from dyce.npz import convert_npz
 
     macs = None if args.macs_info is None else load_macs_info(args.macs_info)
-    records = convert_npz(
-        args.record, args.out, args.exit_types if macs is None else macs,
-        num_classes=args.num_classes, model=args.model, dataset=args.dataset, split=args.split,
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        records = convert_npz(
+            args.record, args.out, args.exit_types if macs is None else macs,
+            num_classes=args.num_classes, model=args.model, dataset=args.dataset,
+            split=args.split, skip_pickled_meta_info=args.skip_meta_info,
+        )
+    for warning in caught:
+        print(f"dyce import-npz: warning: {warning.message}", file=sys.stderr)
     print(
         f"wrote {args.out}: {records.num_samples} samples, {records.num_positions} positions x "
         f"{records.num_exit_types} exit types ({records.num_exits} exits), top-{records.topk}, "
