@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from dyce.cli.options import add_batch_size, add_device, add_out
 from dyce.errors import DyceError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -32,7 +33,7 @@ def _register_bundle(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--front", type=Path, nargs="+", required=True,
                         help="FRONT.parquet (dyce front, or an evaluated table); several allowed")
     parser.add_argument("--macs-info", type=Path, required=True, help="MACS.json of the network")
-    parser.add_argument("--out", type=Path, required=True, help="BUNDLE.pt to write")
+    add_out(parser, "BUNDLE.pt")
     parser.set_defaults(func=_bundle)
 
 
@@ -82,8 +83,8 @@ def _register_predict(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dataset", default=None,
                         help="with --images: preprocessing of this dataset (digits, cifar10, "
                         "cifar100, imagefolder); default: the bundle's")
-    parser.add_argument("--batch-size", type=int, default=64, help="(default 64)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
+    add_batch_size(parser, 64)
+    add_device(parser, help="auto (CUDA when present), cpu, cuda")
     parser.add_argument("--out", type=Path, default=None,
                         help="PREDICTIONS.parquet: one row per sample")
     parser.set_defaults(func=_predict)

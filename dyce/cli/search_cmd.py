@@ -7,6 +7,7 @@ import math
 import sys
 import warnings
 
+from dyce.cli.options import add_macs_info, add_no_progress
 from dyce.errors import DyceError
 
 DYCE_METHODS = ("onepass", "circular", "samethres")
@@ -29,8 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "patience: t = 1 … P-1), for every exit type unless --exit-type is given.",
     )
     search.add_argument("records", metavar="RECORDS", help="search records (.parquet or .npz)")
-    search.add_argument("--macs-info", required=True, metavar="MACS.json",
-                        help="MACs of the backbone and exits (seed JSON format)")
+    add_macs_info(search)
     search.add_argument("--method", required=True, metavar="M",
                         help=f"one of: {', '.join(METHODS)}")
     search.add_argument("--lambda", dest="lambdas", type=float, nargs="+", action="extend",
@@ -49,8 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="conservative (10 %% quantile) per-exit accuracy during the search")
     search.add_argument("--model", help="model name for the table (default: from the records)")
     search.add_argument("--dataset", help="dataset name for the table (default: from the records)")
-    search.add_argument("--no-progress", dest="progress", action="store_false",
-                        help="no progress bar")
+    add_no_progress(search)
     search.add_argument("--out", required=True, metavar="RESULT.parquet")
     search.set_defaults(func=run_search)
 
@@ -63,10 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("results", nargs="+", metavar="RESULT.parquet")
     evaluate.add_argument("--records", required=True, metavar="VAL",
                           help="validation records (.parquet or .npz)")
-    evaluate.add_argument("--macs-info", required=True, metavar="MACS.json",
-                          help="MACs of the backbone and exits (seed JSON format)")
-    evaluate.add_argument("--no-progress", dest="progress", action="store_false",
-                          help="no progress bar")
+    add_macs_info(evaluate)
+    add_no_progress(evaluate)
     evaluate.add_argument("--out", required=True, metavar="EVAL.parquet")
     evaluate.set_defaults(func=run_evaluate)
 

@@ -6,6 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from dyce.cli.options import (
+    add_batch_size,
+    add_device,
+    add_out,
+    add_splits_and_model,
+    add_training_flags,
+    add_workers,
+    training_settings,
+)
 from dyce.errors import DyceError
 
 SEARCH_SPLITS = ("heldout", "train")
@@ -18,24 +27,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _register_train_backbone(subparsers)
     _register_train_exits(subparsers)
     _register_record(subparsers)
-
-
-def _add_training_flags(parser: argparse.ArgumentParser, *, epochs: int, lr: float,
-                        weight_decay: float) -> None:
-    parser.add_argument("--epochs", type=int, default=epochs, help=f"(default {epochs})")
-    parser.add_argument("--lr", type=float, default=lr,
-                        help=f"peak AdamW learning rate, cosine-annealed per step (default {lr})")
-    parser.add_argument("--batch-size", type=int, default=64, help="(default 64)")
-    parser.add_argument("--weight-decay", type=float, default=weight_decay,
-                        help=f"AdamW weight decay (default {weight_decay})")
-    parser.add_argument("--seed", type=int, default=0, help="initialisation, shuffling, "
-                        "augmentation (default 0)")
-    parser.add_argument("--device", default="auto",
-                        help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
-    parser.add_argument("--workers", type=int, default=0,
-                        help="data-loading worker processes (default 0: in the main process)")
-    parser.add_argument("--checkpoint-dir", type=Path, default=None,
-                        help="write a checkpoint after every epoch here and resume from it")
 
 
 # --------------------------------------------------------------------------- prepare-data
@@ -65,7 +56,7 @@ def _register_prepare_data(subparsers: argparse._SubParsersAction) -> None:
                         "(default 0.2)")
     parser.add_argument("--image-size", type=int, default=None,
                         help="side in pixels (default: 8 digits, 32 CIFAR, 224 imagefolder)")
-    parser.add_argument("--out", type=Path, required=True, help="SPLITS.json to write")
+    add_out(parser, "SPLITS.json")
     parser.set_defaults(func=_prepare_data)
 
 
@@ -94,10 +85,9 @@ def _register_train_backbone(subparsers: argparse._SubParsersAction) -> None:
         description="Train a backbone with cross-entropy on the train split (AdamW, cosine "
         "schedule) and report its accuracy on the val split.",
     )
-    parser.add_argument("--data", type=Path, required=True, help="SPLITS.json")
-    parser.add_argument("--model", required=True, help="backbone name (see dyce.models)")
-    _add_training_flags(parser, epochs=30, lr=3e-3, weight_decay=5e-4)
-    parser.add_argument("--out", type=Path, required=True, help="BACKBONE.pt to write")
+    add_splits_and_model(parser)
+    add_training_flags(parser, epochs=30, lr=3e-3, weight_decay=5e-4)
+    add_out(parser, "BACKBONE.pt")
     parser.set_defaults(func=_train_backbone)
 
 
@@ -106,11 +96,7 @@ def _train_backbone(args: argparse.Namespace) -> int:
     from dyce.train import evaluate_accuracy, save_backbone, train_backbone
 
     splits = load_splits(args.data)
-    result = train_backbone(
-        splits, args.model, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-        weight_decay=args.weight_decay, seed=args.seed, device=args.device,
-        checkpoint_dir=args.checkpoint_dir, num_workers=args.workers,
-    )
+    result = train_backbone(splits, args.model, **training_settings(args))
     accuracy = evaluate_accuracy(
         result.model, load_split(splits, "val"), batch_size=max(args.batch_size, 256),
         device=args.device,
@@ -131,8 +117,7 @@ def _register_train_exits(subparsers: argparse._SubParsersAction) -> None:
         "train them jointly by soft distillation from the final head (mixed with "
         "cross-entropy by --distill-weight).",
     )
-    parser.add_argument("--data", type=Path, required=True, help="SPLITS.json")
-    parser.add_argument("--model", required=True, help="backbone name (see dyce.models)")
+    add_splits_and_model(parser)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--backbone", type=Path, help="BACKBONE.pt from dyce train-backbone")
     source.add_argument("--weights", help="torchvision weights enum (e.g. "
@@ -141,13 +126,13 @@ def _register_train_exits(subparsers: argparse._SubParsersAction) -> None:
                         help="auto (after every block) or comma-separated graph node names")
     parser.add_argument("--exit-types", default=None,
                         help="comma-separated mlp{L}x{W} names (default: the five of the paper)")
-    _add_training_flags(parser, epochs=20, lr=1e-2, weight_decay=1e-4)
+    add_training_flags(parser, epochs=20, lr=1e-2, weight_decay=1e-4)
     parser.add_argument("--temperature", type=float, default=1.0,
                         help="distillation temperature T (default 1)")
     parser.add_argument("--distill-weight", type=float, default=1.0,
                         help="weight of the distillation term; 1 - it weighs cross-entropy "
                         "(default 1: pure soft distillation, as in the paper)")
-    parser.add_argument("--out", type=Path, required=True, help="EXITS.pt to write")
+    add_out(parser, "EXITS.pt")
     parser.set_defaults(func=_train_exits)
 
 
@@ -162,10 +147,8 @@ def _train_exits(args: argparse.Namespace) -> int:
         exit_types=args.exit_types, seed=args.seed,
     )
     result = train_exits(
-        splits, net, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-        weight_decay=args.weight_decay, temperature=args.temperature,
-        distill_weight=args.distill_weight, seed=args.seed, device=args.device,
-        checkpoint_dir=args.checkpoint_dir, num_workers=args.workers,
+        splits, net, temperature=args.temperature, distill_weight=args.distill_weight,
+        **training_settings(args),
     )
     training = {
         "dataset": splits["dataset"], "epochs": args.epochs, "lr": args.lr,
@@ -195,12 +178,10 @@ def _register_record(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", type=Path, required=True, help="SPLITS.json")
     parser.add_argument("--split", choices=RECORD_SPLITS, required=True)
     parser.add_argument("--topk", type=int, default=1, help="classes kept per exit (default 1)")
-    parser.add_argument("--batch-size", type=int, default=256, help="(default 256)")
-    parser.add_argument("--device", default="auto",
-                        help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
-    parser.add_argument("--workers", type=int, default=0,
-                        help="data-loading worker processes (default 0)")
-    parser.add_argument("--out", type=Path, required=True, help="RECORDS.parquet to write")
+    add_batch_size(parser, 256)
+    add_device(parser)
+    add_workers(parser)
+    add_out(parser, "RECORDS.parquet")
     parser.set_defaults(func=_record)
 
 

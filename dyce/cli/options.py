@@ -1,0 +1,81 @@
+"""Command-line options shared by several ``dyce`` subcommands.
+
+Not a command module (no ``_cmd`` suffix, so not registered): the ``*_cmd`` modules call these
+helpers so that an option shared by several subcommands is spelled, defaulted and documented
+in one place.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+DEVICE_HELP = "auto (CUDA when present, else CPU), cpu, cuda, cuda:N"
+MACS_INFO_HELP = "MACs of the backbone and exits (seed JSON format)"
+
+
+def add_out(parser: argparse.ArgumentParser, what: str) -> None:
+    """Required ``--out`` path, documented as "``what`` to write"."""
+    parser.add_argument("--out", type=Path, required=True, help=f"{what} to write")
+
+
+def add_splits_and_model(parser: argparse.ArgumentParser) -> None:
+    """Required ``--data SPLITS.json`` and ``--model NAME`` of the training commands."""
+    parser.add_argument("--data", type=Path, required=True, help="SPLITS.json")
+    parser.add_argument("--model", required=True, help="backbone name (see dyce.models)")
+
+
+def add_batch_size(parser: argparse.ArgumentParser, default: int) -> None:
+    """``--batch-size`` (samples per batch)."""
+    parser.add_argument("--batch-size", type=int, default=default, help=f"(default {default})")
+
+
+def add_device(parser: argparse.ArgumentParser, help: str = DEVICE_HELP) -> None:
+    """``--device`` (default ``auto``)."""
+    parser.add_argument("--device", default="auto", help=help)
+
+
+def add_workers(parser: argparse.ArgumentParser,
+                help: str = "data-loading worker processes (default 0)") -> None:
+    """``--workers``: data-loading worker processes (default 0)."""
+    parser.add_argument("--workers", type=int, default=0, help=help)
+
+
+def add_training_flags(parser: argparse.ArgumentParser, *, epochs: int, lr: float,
+                       weight_decay: float) -> None:
+    """The optimisation flags of ``train-backbone`` and ``train-exits`` (read by
+    :func:`training_settings`)."""
+    parser.add_argument("--epochs", type=int, default=epochs, help=f"(default {epochs})")
+    parser.add_argument("--lr", type=float, default=lr,
+                        help=f"peak AdamW learning rate, cosine-annealed per step (default {lr})")
+    add_batch_size(parser, 64)
+    parser.add_argument("--weight-decay", type=float, default=weight_decay,
+                        help=f"AdamW weight decay (default {weight_decay})")
+    parser.add_argument("--seed", type=int, default=0, help="initialisation, shuffling, "
+                        "augmentation (default 0)")
+    add_device(parser)
+    add_workers(parser, help="data-loading worker processes (default 0: in the main process)")
+    parser.add_argument("--checkpoint-dir", type=Path, default=None,
+                        help="write a checkpoint after every epoch here and resume from it")
+
+
+def training_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of ``dyce.train.train_backbone``/``train_exits`` that
+    :func:`add_training_flags` defines."""
+    return {
+        "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
+        "weight_decay": args.weight_decay, "seed": args.seed, "device": args.device,
+        "checkpoint_dir": args.checkpoint_dir, "num_workers": args.workers,
+    }
+
+
+def add_macs_info(parser: argparse.ArgumentParser) -> None:
+    """Required ``--macs-info MACS.json`` of the table commands (a string path)."""
+    parser.add_argument("--macs-info", required=True, metavar="MACS.json", help=MACS_INFO_HELP)
+
+
+def add_no_progress(parser: argparse.ArgumentParser) -> None:
+    """``--no-progress`` (sets ``progress`` false)."""
+    parser.add_argument("--no-progress", dest="progress", action="store_false",
+                        help="no progress bar")
