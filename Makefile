@@ -25,6 +25,9 @@ lint: $(BIN)/dyce
 
 bench: $(BIN)/dyce
 	$(BIN)/python benchmarks/search.py
+	$(BIN)/python benchmarks/model.py
+	$(BIN)/python benchmarks/runtime.py
+	$(BIN)/python benchmarks/workflow.py
 
 clean-results:
 	rm -rf results logs .snakemake benchmarks/search
