@@ -14,15 +14,7 @@ from dyce.macs_info import load_macs_info
 from dyce.models import MultiExitNetwork, build_backbone, save_exits_checkpoint
 
 TYPES = "mlp1x1000,mlp3x500"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: the test machine's cores are shared by parallel test workers."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _digits_info() -> dict:

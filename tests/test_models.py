@@ -22,15 +22,7 @@ from dyce.models import (
 )
 
 TWO_TYPES = ["mlp1x16", "mlp2x8"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: the test machine's cores are shared by parallel test workers."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _network(name, size, num_classes=5, in_channels=3, exit_types=TWO_TYPES, taps="auto"):

@@ -17,14 +17,7 @@ from dyce.records import read_records
 
 EXIT_TYPES = ("mlp1x1000", "mlp2x32")
 TOPK = 3
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ from dyce.search import search_configs
 from dyce.strategies import evaluate_any, global_threshold, patience
 
 EXIT_TYPES = ("mlp1x1000", "mlp3x500")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _macs_info(num_positions: int) -> dict:
@@ -72,17 +73,8 @@ def _mixed_configs(records, rng: np.random.Generator, count: int) -> list[list[l
     return configs
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 threads run ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, one_thread) -> dict:
+def setup(tmp_path_factory, one_torch_thread) -> dict:
     """A random-weight small_resnet14 with 2 exit types on digits, its records, front, bundle."""
     folder = tmp_path_factory.mktemp("runtime")
     torch.manual_seed(0)

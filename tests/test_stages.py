@@ -13,14 +13,7 @@ from torchvision.models.vision_transformer import VisionTransformer
 from dyce.errors import DyceError
 from dyce.stages import run_stages, split_stages
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 threads run many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _small_convnext() -> nn.Module:

@@ -26,15 +26,7 @@ EXIT_SETTINGS = dict(
     lr=1e-2, batch_size=128, weight_decay=1e-4, temperature=2.0, distill_weight=0.7, seed=5,
     device="cpu",
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models train fastest (and identically) on one thread of a shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
