@@ -1,4 +1,4 @@
-"""Atomic file output: write to a temporary sibling, rename when complete."""
+"""Atomic file output (write to a temporary sibling, rename when complete) and plain values."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,3 +40,17 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
     """Write ``data`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def plain_value(value: Any) -> Any:
+    """``value`` with mappings as dicts (string keys), tuples as lists and paths as strings.
+
+    Safe for ``torch.load(weights_only=True)`` and JSON, and equal to itself after a round trip.
+    """
+    if isinstance(value, Mapping):
+        return {str(key): plain_value(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_value(item) for item in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value

@@ -29,7 +29,7 @@ from torch import nn
 
 from dyce.errors import DyceError
 from dyce.exits import ExitHead, parse_exit_type
-from dyce.io import atomic_path
+from dyce.io import atomic_path, plain_value
 from dyce.macs_info import MacsInfo, load_macs_info
 from dyce.records import ExitRecords
 from dyce.stages import split_stages
@@ -178,20 +178,6 @@ def _optional_float(value: Any) -> float | None:
 # --------------------------------------------------------------------------- bundle
 
 
-def _plain_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """The spec with tuples as lists and paths as strings (safe for ``weights_only``)."""
-    def plain(value: Any) -> Any:
-        if isinstance(value, Mapping):
-            return {str(k): plain(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [plain(v) for v in value]
-        if isinstance(value, os.PathLike):
-            return os.fspath(value)
-        return value
-
-    return plain(spec)
-
-
 def check_macs_matches(macs: MacsInfo, taps: Sequence[str], exit_types: Sequence[str],
                        where: str | None) -> None:
     """Raise unless ``macs`` has one position per tap plus the final one (with the same names,
@@ -227,7 +213,7 @@ def build_bundle(
     from dyce.models import load_exits_checkpoint
 
     net = load_exits_checkpoint(exits_checkpoint, "cpu")
-    spec = _plain_spec(net.spec)
+    spec = plain_value(net.spec)
     exit_types = [str(name) for name in spec["exit_types"]]
     num_positions = len(spec["taps"]) + 1
     macs_where = None if isinstance(macs_info, (dict, MacsInfo)) else str(macs_info)

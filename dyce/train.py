@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from dyce.data import load_split, load_splits
 from dyce.errors import DyceError
-from dyce.io import atomic_path
+from dyce.io import atomic_path, plain_value
 
 BACKBONE_FORMAT = "dyce-backbone"
 CHECKPOINT_FORMAT = "dyce-training-checkpoint"
@@ -468,7 +468,7 @@ def train_exits(
         return loss, correct
 
     settings = {
-        "kind": "exits", "spec": _plain(spec), "epochs": epochs, "lr": lr,
+        "kind": "exits", "spec": plain_value(spec), "epochs": epochs, "lr": lr,
         "batch_size": batch_size, "weight_decay": weight_decay, "temperature": temperature,
         "distill_weight": distill_weight, "seed": seed, "train_size": len(dataset),
     }
@@ -480,14 +480,3 @@ def train_exits(
     )
     net.eval()
     return TrainResult(net, spec, history)
-
-
-def _plain(value: Any) -> Any:
-    """``value`` with tuples as lists and paths as strings (comparable after a torch round trip)."""
-    if isinstance(value, Mapping):
-        return {str(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    return value
