@@ -168,6 +168,18 @@ def _weights_enum(name: str, weights: str):
         ) from None
 
 
+def _load_weights_only(path: Path, what: str) -> Any:
+    """``torch.load(path)`` onto the CPU with ``weights_only=True`` (no code is run); a file it
+    cannot read raises :class:`DyceError` "not a readable ``what``" with the first error line."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as error:
+        first_line = (
+            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        )
+        raise DyceError(f"not a readable {what} ({first_line})", path=path) from None
+
+
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, Tensor]:
     """Read a state dict saved with ``torch.save`` (``weights_only=True``: no code is run).
 
@@ -177,13 +189,7 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, Tensor]:
     path = Path(path)
     if not path.is_file():
         raise DyceError("weights file not found", path=path, field="weights")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as error:
-        first_line = (
-            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        )
-        raise DyceError(f"not a readable torch state dict ({first_line})", path=path) from None
+    data = _load_weights_only(path, "torch state dict")
     if isinstance(data, dict):
         for key in ("model", "state_dict", "backbone"):
             if isinstance(data.get(key), dict):
@@ -839,13 +845,7 @@ def read_exits_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise DyceError("exits checkpoint not found", path=path)
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as error:
-        first_line = (
-            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        )
-        raise DyceError(f"not a readable exits checkpoint ({first_line})", path=path) from None
+    data = _load_weights_only(path, "exits checkpoint")
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise DyceError(
             f"not a dyce exits checkpoint (no format '{CHECKPOINT_FORMAT}')",
