@@ -332,6 +332,11 @@ class _Curve:
         middle = np.where((middle >= lower) & (middle < upper), middle, lower)
         return np.where(cut == 0, 1.0, np.where(cut == self.count, 0.0, middle))
 
+    def __post_init__(self) -> None:
+        # ``_value`` finds the invalid cuts of a range by binary search: keep them sorted.
+        if self.invalid.shape[0] > 1 and not (self.invalid[1:] >= self.invalid[:-1]).all():
+            self.invalid = np.sort(self.invalid)
+
     def _value(self, lam: float, scale: CostScale, low: int, high: int) -> np.ndarray:
         """``constant − cost`` of cuts ``low … high`` for λ (larger is better): ``a·gained −
         b·moved`` with ``a = λ/(N·acc_span)``, ``b = (1−λ)/(N·macs_span)``; invalid cuts −inf."""
@@ -348,8 +353,8 @@ class _Curve:
             value -= ramp * (weight_macs * self.step)
         else:
             value -= self.moved[low:high + 1] * weight_macs
-        inside = self.invalid[(self.invalid >= low) & (self.invalid <= high)]
-        value[inside - low] = -np.inf
+        first, last = np.searchsorted(self.invalid, (low, high + 1), side="left")
+        value[self.invalid[first:last] - low] = -np.inf
         return value
 
     def best(self, lambdas: np.ndarray, scale: CostScale) -> tuple[np.ndarray, np.ndarray]:
@@ -447,9 +452,9 @@ class _Searcher:
         if table is None:
             conf = self.confs[row]
             order = np.argsort(conf)[::-1].astype(np.int32)
-            conf_sorted = conf[order]
-            right = self.correct[row][order]
-            gain = right.astype(np.int8) - self.final_correct[order]
+            conf_sorted = np.take(conf, order)
+            right = np.take(self.correct[row], order)
+            gain = right.astype(np.int8) - np.take(self.final_correct, order)
             tied = np.zeros(conf.shape[0] + 1, dtype=np.int8)
             tied[1:-1] = conf_sorted[:-1] == conf_sorted[1:]  # tied[i]: i-1 and i are equal
             edges = np.diff(tied)
@@ -498,24 +503,25 @@ class _Searcher:
             positions = arriving_sorted = None
             count = self.num_samples
         else:
-            arriving_sorted = situation.arrive[table.order]
+            arriving_sorted = np.take(situation.arrive, table.order)
             positions = np.flatnonzero(arriving_sorted)
             count = positions.shape[0]
 
         def arriving(values: np.ndarray) -> np.ndarray:
-            return values if positions is None else values[positions]
+            return values if positions is None else np.take(values, positions)
 
         general = situation.rest_code is not None
         if general:
-            codes = situation.rest_code[table.order]  # one gather for arrival and rest fate
+            codes = np.take(situation.rest_code, table.order)  # arrival and rest fate
             arriving_sorted = codes >= 0
             positions = np.flatnonzero(arriving_sorted)
             count = positions.shape[0]
-            codes = codes[positions]
-            rest_right = (codes & 1).astype(np.int8)
-            gain = table.right[positions].astype(np.int8) - rest_right
-            rest_right = rest_right.astype(bool)
-            rest_position = codes >> 1
+            codes = np.take(codes, positions)
+            gain = np.take(table.right.view(np.int8), positions) - (codes & 1).astype(np.int8)
+            rest_right = rest_position = None  # only the calibrated accuracy needs them
+            if self.calibration:
+                rest_right = (codes & 1).astype(bool)
+                rest_position = codes >> 1
         else:
             gain = arriving(table.gain)
             rest_right = rest_position = None
@@ -531,11 +537,15 @@ class _Searcher:
         rest_table = situation.rest_table
         base_macs = situation.fixed_macs + float(situation.rest_counts @ rest_table) + count * head
         if general:
-            steps = (leave_cost - head) - rest_table[rest_position]  # MACs change per leaver
+            # MACs change per leaver, by rest position (the same float operation per sample as
+            # ``(leave_cost - head) - rest_table[rest_position]``), looked up by rest code.
+            by_position = (leave_cost - head) - rest_table
+            steps = np.take(np.repeat(by_position, 2), codes)
             moved = np.empty(count + 1, dtype=np.float64)
             moved[0] = 0.0
             np.cumsum(steps, out=moved[1:])
-            direction = -1 if (steps < 0).all() else (1 if (steps > 0).all() else 0)
+            present = by_position[situation.rest_counts > 0]  # the rest positions that occur
+            direction = -1 if (present < 0).all() else (1 if (present > 0).all() else 0)
             step = 0.0
         else:
             step = (leave_cost - head) - float(rest_table[-1])
