@@ -37,6 +37,17 @@ node_usable() {
         sinfo -h -N -o '%t' 2>/dev/null | grep -qE '^(idle|mix|alloc)'
 }
 
+# The whole chain answers: the node takes jobs and accounting (sacct, which the profile reads
+# job states from) reaches its database. A cluster whose database died is not healthy: the
+# Slurm executor would poll a failing sacct forever.
+cluster_healthy() {
+    node_usable && sacct -n -X >/dev/null 2>&1
+}
+
+pid_alive() {  # pid_alive PIDFILE
+    [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
+}
+
 install_packages() {
     local missing=()
     for pkg in "${PACKAGES[@]}"; do
@@ -119,7 +130,8 @@ EOF
 
 start_slurmdbd() {
     if ! sacctmgr -n list cluster >/dev/null 2>&1; then
-        slurmdbd
+        # A running slurmdbd reconnects by itself once its database is back.
+        pid_alive /run/slurmdbd.pid || slurmdbd
         wait_for 30 slurmdbd sacctmgr -n list cluster
     fi
     if ! sacctmgr -n -P list cluster format=cluster | grep -qx "$CLUSTER"; then
@@ -156,7 +168,7 @@ stop_pidfile() {  # stop_pidfile FILE NAME
 case "${1:-}" in
 start)
     [ "$(id -u)" -eq 0 ] || { log "must run as root"; exit 3; }
-    if command -v scontrol >/dev/null && node_usable; then log "already running"; exit 0; fi
+    if command -v scontrol >/dev/null && cluster_healthy; then log "already running"; exit 0; fi
     command -v apt-get >/dev/null || { log "apt-get not found"; exit 3; }
     install_packages
     start_munge
@@ -174,7 +186,7 @@ stop)
     stop_pidfile /run/munge/munged.pid munged
     ;;
 status)
-    command -v scontrol >/dev/null && node_usable && { sinfo; exit 0; }
+    command -v scontrol >/dev/null && cluster_healthy && { sinfo; exit 0; }
     log "not running"
     exit 1
     ;;
