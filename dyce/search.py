@@ -260,8 +260,9 @@ class _Situation:
 class _ExitTable:
     """One exit's samples in descending order of confidence.
 
-    ``order``: int32 sample indices; ``conf``: float32 confidences; ``right``: bool whether the
-    exit is right; ``gain``: int8 ``right − final head right``; ``tie_start``: int64 first
+    ``order``: intp sample indices (the searcher's labels); ``conf``: float32 confidences;
+    ``right``: bool whether the exit is right; ``gain``: int8 ``right − final head right``;
+    ``tie_start``: int64 first
     sorted index of every run of equal confidences (runs of 2 or more); ``tie_members``: int64
     sorted indices of all their members, run after run; ``tie_offset``: int64 where each run
     starts in ``tie_members``.
@@ -303,6 +304,8 @@ class _Curve:
     conf: np.ndarray
     positions: np.ndarray | None
     ramp: np.ndarray | None = None  # float64 0, 1, 2, … (shared, at least count + 1 long)
+    #: two float64 work buffers for ``_value`` (shared by the curves of a search)
+    scratch: tuple[np.ndarray, np.ndarray] | None = None
 
     def acc(self, cut: np.ndarray) -> np.ndarray:
         """float64 accuracy of the whole configuration at ``cut``."""
@@ -339,20 +342,30 @@ class _Curve:
 
     def _value(self, lam: float, scale: CostScale, low: int, high: int) -> np.ndarray:
         """``constant − cost`` of cuts ``low … high`` for λ (larger is better): ``a·gained −
-        b·moved`` with ``a = λ/(N·acc_span)``, ``b = (1−λ)/(N·macs_span)``; invalid cuts −inf."""
+        b·moved`` with ``a = λ/(N·acc_span)``, ``b = (1−λ)/(N·macs_span)``; invalid cuts −inf.
+
+        Computed in place in scratch buffers (the same float operations as
+        ``gained * a - moved * b``); the result is valid until the next call on any curve of
+        the same search."""
         weight_acc = lam / (self.num_samples * scale.acc_span)
         weight_macs = (1.0 - lam) / (self.num_samples * scale.macs_span)
+        length = high + 1 - low
+        if self.scratch is None or self.scratch[0].shape[0] < length:
+            self.scratch = (np.empty(length, dtype=np.float64), np.empty(length, dtype=np.float64))
+        value, other = self.scratch[0][:length], self.scratch[1][:length]
         if self.calibrated_acc is not None:
-            value = self.calibrated_acc[low:high + 1] * (lam / scale.acc_span)
+            np.multiply(self.calibrated_acc[low:high + 1], lam / scale.acc_span, out=value)
             weight_acc = 0.0
         else:
-            value = self.gained[low:high + 1] * weight_acc
+            np.copyto(value, self.gained[low:high + 1])  # int32 to float64, exactly
+            np.multiply(value, weight_acc, out=value)
         if self.moved is None:
             ramp = (self.ramp[low:high + 1] if self.ramp is not None
                     else np.arange(low, high + 1, dtype=np.float64))
-            value -= ramp * (weight_macs * self.step)
+            np.multiply(ramp, weight_macs * self.step, out=other)
         else:
-            value -= self.moved[low:high + 1] * weight_macs
+            np.multiply(self.moved[low:high + 1], weight_macs, out=other)
+        np.subtract(value, other, out=value)
         first, last = np.searchsorted(self.invalid, (low, high + 1), side="left")
         value[self.invalid[first:last] - low] = -np.inf
         return value
@@ -435,14 +448,24 @@ class _Searcher:
         if not (0.0 <= low and high <= 1.0):  # also catches NaN
             raise DyceError("top-1 confidences must be probabilities in [0, 1]",
                             path=records.source, field="confs")
-        self.confs = confs
-        self.correct = records.correct
-        self.final_correct = records.correct[-1]
+        # The search works on samples relabelled in descending order of their summed
+        # confidence: exits agree on which samples are easy, so each exit's sorted order then
+        # visits nearby labels and the per-curve gathers in that order stay in cache. Counts do
+        # not depend on labels; sorted orders are computed on the original labels (same ties).
+        correct = records.correct
+        self._original = (confs, correct)
+        labels = np.argsort(confs.sum(axis=0, dtype=np.float64), kind="stable")[::-1]
+        self._relabel = np.empty(self.num_samples, dtype=np.intp)
+        self._relabel[labels] = np.arange(self.num_samples, dtype=np.intp)
+        self.confs = np.take(confs, labels, axis=1)
+        self.correct = np.take(correct, labels, axis=1)
+        self.final_correct = self.correct[-1]
         self.final_correct_count = int(np.count_nonzero(self.final_correct))
         self.backbone = info.backbone_macs
         self.head = info.head_macs
         self._sorted: dict[int, _ExitTable] = {}
         self._ramp: np.ndarray | None = None
+        self._scratch: tuple[np.ndarray, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ helpers
 
@@ -450,11 +473,14 @@ class _Searcher:
         """The exit's samples sorted by descending confidence (computed once per exit)."""
         table = self._sorted.get(row)
         if table is None:
-            conf = self.confs[row]
-            order = np.argsort(conf)[::-1].astype(np.int32)
-            conf_sorted = np.take(conf, order)
-            right = np.take(self.correct[row], order)
-            gain = right.astype(np.int8) - np.take(self.final_correct, order)
+            confs, correct = self._original
+            conf = confs[row]
+            original = np.argsort(conf)[::-1]
+            order = np.take(self._relabel, original)  # intp: np.take needs no index copy
+            conf_sorted = np.take(conf, original)
+            right = np.take(correct[row], original)
+            gain = right.astype(np.int8) - np.take(correct[-1], original)
+            del original
             tied = np.zeros(conf.shape[0] + 1, dtype=np.int8)
             tied[1:-1] = conf_sorted[:-1] == conf_sorted[1:]  # tied[i]: i-1 and i are equal
             edges = np.diff(tied)
@@ -562,8 +588,12 @@ class _Searcher:
         base_correct = int(situation.fixed_correct.sum()) + int(situation.rest_correct_counts.sum())
         if self._ramp is None:
             self._ramp = np.arange(self.num_samples + 1, dtype=np.float64)
+        if self._scratch is None:
+            self._scratch = (np.empty(self.num_samples + 1, dtype=np.float64),
+                             np.empty(self.num_samples + 1, dtype=np.float64))
         return _Curve(invalid, count, self.num_samples, base_correct, gained, calibrated_acc,
-                      base_macs, step, moved, direction, table.conf, positions, self._ramp)
+                      base_macs, step, moved, direction, table.conf, positions, self._ramp,
+                      self._scratch)
 
     def _calibrated_cuts(self, situation: _Situation, cuts: np.ndarray, leave_right: np.ndarray,
                          rest_right: np.ndarray | None,
