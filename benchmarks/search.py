@@ -8,6 +8,14 @@ seconds of the search, peak RSS of the worker and the RSS the records alone take
 
     .venv/bin/python benchmarks/search.py --samples 100000 1280000 --methods onepass circular \\
         --repeats 3 --lambdas 0.5 1.0 101
+
+``--dump PATH`` instead writes every result (λ, configuration, figures, cost; floats exactly)
+of ``--methods`` on ``--samples`` for each of ``--seeds`` as JSON, for checking that a change to
+the search changes no result: dump before and after and compare the files byte for byte
+(``cmp``). Run it from a copy of the old tree for "before" (the script imports the ``dyce`` of
+the tree it lies in).
+
+    .venv/bin/python benchmarks/search.py --dump after.json --samples 20000 --seeds 0 1 2 3
 """
 
 from __future__ import annotations
@@ -81,6 +89,35 @@ def worker(args: argparse.Namespace) -> None:
     }))
 
 
+def dump(args: argparse.Namespace) -> None:
+    """Write every result of ``args.methods`` for each seed as JSON (exact floats)."""
+    sys.path.insert(0, str(REPO))
+    import dataclasses
+
+    import numpy as np
+
+    from dyce.macs_info import load_macs_info
+    from dyce.search import search_configs
+    from tests.synthetic import make_synthetic_macs, make_synthetic_records
+
+    lambdas = np.linspace(args.lambdas[0], args.lambdas[1], int(args.lambdas[2])).tolist()
+    out = []
+    for seed in args.seeds:
+        records = make_synthetic_records(args.samples[0], args.positions, args.exit_types,
+                                         args.classes, seed=seed)
+        macs = load_macs_info(make_synthetic_macs(args.positions, args.exit_types))
+        for method in args.methods:
+            results = search_configs(records, macs, method, lambdas, progress=False)
+            out.append({"seed": seed, "method": method, "results": [
+                {"lambda": r.lambda_, "config": r.config, "cost": r.cost,
+                 "evaluation": {k: v for k, v in dataclasses.asdict(r.evaluation).items()
+                                if k not in ("exit_position", "prediction")}}
+                for r in results]})
+            print(f"seed {seed} {method}: {len({json.dumps(r.config) for r in results})} "
+                  "distinct configurations", flush=True)
+    Path(args.dump).write_text(json.dumps(out, indent=0) + "\n")
+
+
 def import_time() -> dict:
     """Seconds to ``import dyce.search`` in a fresh interpreter (median of 5)."""
     code = ("import sys, time; t = time.perf_counter(); import dyce.search; "
@@ -108,8 +145,14 @@ def main() -> None:
     parser.add_argument("--exit-types", type=int, default=5)
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3],
+                        help="with --dump: the record seeds")
+    parser.add_argument("--dump", metavar="PATH", help="write every result as JSON and exit")
     parser.add_argument("--method", help=argparse.SUPPRESS)  # worker mode
     args = parser.parse_args()
+    if args.dump:
+        dump(args)
+        return
     if args.method:
         args.samples = args.samples[0]
         worker(args)

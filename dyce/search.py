@@ -417,8 +417,8 @@ def _tied_cuts(table: _ExitTable, positions: np.ndarray | None,
         low = table.tie_start
         members = np.diff(np.append(table.tie_offset, table.tie_members.shape[0]))
     else:
-        present = arriving_sorted[table.tie_members]
-        members = np.add.reduceat(present.astype(np.int64), table.tie_offset)
+        present = np.take(arriving_sorted.view(np.int8), table.tie_members)
+        members = np.add.reduceat(present, table.tie_offset, dtype=np.int64)
         several = members >= 2
         members = members[several]
         low = np.searchsorted(positions, table.tie_start[several], side="left")
@@ -551,7 +551,8 @@ class _Searcher:
         else:
             gain = arriving(table.gain)
             rest_right = rest_position = None
-        gained = np.zeros(count + 1, dtype=np.int32)  # right leavers minus right rest fates
+        gained = np.empty(count + 1, dtype=np.int32)  # right leavers minus right rest fates
+        gained[0] = 0
         np.cumsum(gain, dtype=np.int32, out=gained[1:])
 
         invalid = _tied_cuts(table, positions, arriving_sorted, count)
