@@ -52,6 +52,10 @@ METHODS = ("onepass", "circular", "samethres")
 #: costs are O(1)), so floating-point noise between equal-cost configurations cannot cycle.
 IMPROVEMENT_TOLERANCE = 1e-13
 
+#: ``_tied_cuts`` scans the arriving confidences instead of locating each tie run when the
+#: exit has more than ``count / TIE_SCAN_RATIO`` tied samples (speed only; same cuts).
+TIE_SCAN_RATIO = 12
+
 
 
 # --------------------------------------------------------------------------- cost
@@ -416,6 +420,11 @@ def _tied_cuts(table: _ExitTable, positions: np.ndarray | None,
     if positions is None:
         low = table.tie_start
         members = np.diff(np.append(table.tie_offset, table.tie_members.shape[0]))
+    elif TIE_SCAN_RATIO * table.tie_members.shape[0] > count:
+        # Many tied samples: scanning the arriving confidences for equal neighbours is cheaper
+        # than locating each run among them (the same cuts, ascending).
+        conf = np.take(table.conf, positions)
+        return np.flatnonzero(conf[1:] == conf[:-1]) + 1
     else:
         present = np.take(arriving_sorted.view(np.int8), table.tie_members)
         members = np.add.reduceat(present, table.tie_offset, dtype=np.int64)
