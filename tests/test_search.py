@@ -19,6 +19,7 @@ from dyce.search import (
     evaluation_cost,
     search_configs,
 )
+from tests.synthetic import make_synthetic_macs, make_synthetic_records
 from tests.test_evaluate import assert_same, make_macs, make_records, tiny_problems
 
 # Each applied circular change lowers the cost, so hitting the round cap means a bug.
@@ -378,3 +379,23 @@ def test_results_do_not_depend_on_the_order_of_the_samples(method):
             assert got.config == want.config
             assert got.evaluation == want.evaluation
             assert got.cost == want.cost
+
+
+@pytest.mark.parametrize("method", ["onepass", "circular"])
+def test_threads_do_not_change_results(method):
+    """Curves computed in worker threads give exactly the single-thread search."""
+    records = make_synthetic_records(3000, 5, 3, 10, seed=7)
+    macs = make_synthetic_macs(5, 3)
+    lambdas = list(np.linspace(0.5, 1.0, 21))
+    single = search_configs(records, macs, method, lambdas, progress=False, threads=1)
+    threaded = search_configs(records, macs, method, lambdas, progress=False, threads=3)
+    for one, many in zip(single, threaded, strict=True):
+        assert one.config == many.config
+        assert one.evaluation == many.evaluation
+        assert one.cost == many.cost
+
+
+def test_threads_must_be_positive():
+    records = make_synthetic_records(50, 3, 2, 4, seed=1)
+    with pytest.raises(DyceError, match="threads"):
+        search_configs(records, make_synthetic_macs(3, 2), "onepass", [0.9], threads=0)
