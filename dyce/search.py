@@ -222,7 +222,11 @@ def search_configs(
 
 
 def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    """CPUs this process may use: ``OMP_NUM_THREADS`` when set (Snakemake and most schedulers
+    export a job's thread count there), else its affinity mask where the OS has one."""
+    declared = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if declared.isdigit() and int(declared) > 0:
+        return int(declared)
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not on Linux

@@ -399,3 +399,15 @@ def test_threads_must_be_positive():
     records = make_synthetic_records(50, 3, 2, 4, seed=1)
     with pytest.raises(DyceError, match="threads"):
         search_configs(records, make_synthetic_macs(3, 2), "onepass", [0.9], threads=0)
+
+
+def test_default_threads_follow_the_jobs_thread_count(monkeypatch):
+    """A Snakemake/Slurm job's declared threads (OMP_NUM_THREADS) bound the search's workers."""
+    from dyce.search import available_cpus
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert available_cpus() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert available_cpus() == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert available_cpus() >= 1
