@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dyce.cuts import BlockCurve, ExitOrder, exit_order
 from dyce.errors import DyceError
 from dyce.evaluate import (
     CALIBRATION_QUANTILE,
@@ -501,6 +502,8 @@ class _Searcher:
         self.backbone = info.backbone_macs
         self.head = info.head_macs
         self._sorted: dict[int, _ExitTable] = {}
+        self._orders: dict[int, ExitOrder] = {}
+        self._all_arrive: np.ndarray | None = None
         self._ramp: np.ndarray | None = None
         self._local = threading.local()  # per-thread scratch buffers of the curves
         if threads is None:
@@ -550,6 +553,17 @@ class _Searcher:
             self._sorted[row] = table
         return table
 
+    def exit_order(self, row: int) -> ExitOrder:
+        """The exit's samples sorted by descending confidence, in blocks (once per exit)."""
+        order = self._orders.get(row)
+        if order is None:
+            confs, correct = self._original
+            original = np.argsort(confs[row])[::-1]
+            order = exit_order(np.take(self._relabel, original), np.take(confs[row], original),
+                               np.take(correct[row], original), np.take(correct[-1], original))
+            self._orders[row] = order
+        return order
+
     def calibrated(self, counts: list, corrects: list) -> np.ndarray | float:
         """Calibrated accuracy from per-position counts (scalars or arrays over cuts)."""
         from scipy.special import betaincinv
@@ -574,8 +588,61 @@ class _Searcher:
             acc = int(corrects.sum()) / self.num_samples
         return acc, total_macs / self.num_samples
 
-    def curve(self, situation: _Situation, exit_type: int) -> _Curve:
-        """Every valid cut of ``exit_type`` at the situation's position.
+    def best_cuts(self, curve: _Curve | BlockCurve,
+                  lambdas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per λ: the cheapest cut of ``curve`` (arriving leavers) and its cost."""
+        if isinstance(curve, _Curve):
+            return curve.best(lambdas, self.scale)
+        cut, acc, macs = curve.best(lambdas, self.scale.acc_span, self.scale.macs_span)
+        return cut, cost(acc, macs, lambdas, self.scale)
+
+    def curve(self, situation: _Situation, exit_type: int) -> _Curve | BlockCurve:
+        """Every cut of ``exit_type`` at the situation's position (:class:`BlockCurve`; the
+        calibrated search, whose accuracy is not a sum over samples, uses :class:`_Curve`)."""
+        if not self.calibration:
+            return self.block_curve(situation, exit_type)
+        return self.compact_curve(situation, exit_type)
+
+    def block_curve(self, situation: _Situation, exit_type: int) -> BlockCurve:
+        """The cuts of ``exit_type`` at the situation's position over the exit's whole sorted
+        order (samples not arriving count as nothing)."""
+        p = situation.position
+        exit = self.exit_order(self.records.exit_index(p, exit_type))
+        num_samples, padded = self.num_samples, exit.padded
+        head = float(self.head[exit_type, p])
+        leave_cost = float(self.backbone[p]) + (situation.passed + head)
+        rest_table = situation.rest_table
+        if situation.rest_code is None:  # every arriving sample would reach the final head
+            if situation.arrive is None:
+                if self._all_arrive is None or self._all_arrive.shape[0] != padded:
+                    self._all_arrive = np.zeros(padded, dtype=np.int8)
+                    self._all_arrive[num_samples:] = -1
+                gain, rest = exit.gain_final, self._all_arrive
+            else:
+                arrive = np.zeros(padded, dtype=np.int8)
+                np.take(situation.arrive.view(np.int8), exit.order, out=arrive[:num_samples])
+                gain = exit.gain_final * arrive
+                rest = arrive - np.int8(1)
+            positions: tuple[int, ...] = (self.num_positions - 1,)
+            weights = np.array([(leave_cost - head) - float(rest_table[-1])])
+        else:
+            codes = np.empty(padded, dtype=situation.rest_code.dtype)
+            np.take(situation.rest_code, exit.order, out=codes[:num_samples])
+            codes[num_samples:] = -1
+            rest = codes >> 1  # rest position (-1: not arriving)
+            gain = (exit.right - (codes & 1)).astype(np.int8, copy=False) * (codes >= 0)
+            positions = tuple(int(q) for q in np.flatnonzero(situation.rest_counts > 0))
+            positions = positions or (self.num_positions - 1,)
+            # MACs change per leaver, by rest position.
+            weights = ((leave_cost - head) - rest_table)[list(positions)]
+        count = int(situation.rest_counts.sum())
+        base_macs = situation.fixed_macs + float(situation.rest_counts @ rest_table) + count * head
+        base_correct = int(situation.fixed_correct.sum()) + int(situation.rest_correct_counts.sum())
+        return BlockCurve(exit, gain, rest, positions, weights, count, base_correct, base_macs)
+
+    def compact_curve(self, situation: _Situation, exit_type: int) -> _Curve:
+        """Every valid cut of ``exit_type`` at the situation's position, over the arriving
+        samples only (with calibrated accuracies when the search is calibrated).
 
         Cut ``j`` lets the ``j`` most confident arriving samples leave; it is valid when it does
         not split equal confidences (and, for ``j = n``, when the last one is above 0).
@@ -745,11 +812,11 @@ class _Searcher:
         cut_index = np.zeros(ids.shape[0], dtype=np.int64)
         none_acc, none_macs = self.none_option(situation)
         none_cost = cost(none_acc, none_macs, lam, self.scale)
-        def curve_and_best(exit_type: int) -> tuple[_Curve, np.ndarray, np.ndarray]:
+        def curve_and_best(exit_type: int) -> tuple[_Curve | BlockCurve, np.ndarray, np.ndarray]:
             curve = self.curve(situation, exit_type)
-            return (curve, *curve.best(lam, self.scale))
+            return (curve, *self.best_cuts(curve, lam))
 
-        curves: list[_Curve] = []
+        curves: list[_Curve | BlockCurve] = []
         for exit_type, (curve, best, costs) in enumerate(self.map_types(curve_and_best)):
             curves.append(curve)
             better = costs <= best_cost  # later types win ties, as the original
@@ -867,7 +934,7 @@ class _Searcher:
 
                 def option(exit_type: int, situation=situation, todo=todo) -> tuple:
                     curve = self.curve(situation, exit_type)
-                    best, costs = curve.best(todo, self.scale)
+                    best, costs = self.best_cuts(curve, todo)
                     return costs, curve.threshold(best)
 
                 options = self.map_types(option)
