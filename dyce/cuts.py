@@ -39,15 +39,15 @@ class ExitOrder:
     """One exit's samples in descending order of confidence, in blocks (built once per exit).
 
     ``order``: intp ``(N,)`` sample indices; ``conf``: float32 ``(N,)`` sorted confidences;
-    ``right``: int8 ``(nb·B,)`` whether the exit is right (padding 0); ``gain_final``: int8
-    ``right − final head right`` (padding 0); ``valid``: bool ``(nb, B)`` whether the cut after
+    ``right``: int8 ``(nb·B,)`` whether the exit is right (padding 0); ``final_right``: int8
+    whether the final head is right (padding 0); ``valid``: bool ``(nb, B)`` whether the cut after
     element ``b·B + t`` is allowed; ``boundary_valid``: bool ``(nb + 1,)`` the same for cut ``b·B``.
     """
 
     order: np.ndarray
     conf: np.ndarray
     right: np.ndarray
-    gain_final: np.ndarray
+    final_right: np.ndarray
     valid: np.ndarray
     boundary_valid: np.ndarray
     block: int
@@ -78,8 +78,8 @@ def exit_order(order: np.ndarray, conf: np.ndarray, right: np.ndarray, final_rig
     padded = blocks * block
     right8 = np.zeros(padded, dtype=np.int8)
     right8[:count] = right
-    gain = np.zeros(padded, dtype=np.int8)
-    np.subtract(right8[:count], final_right.view(np.int8), out=gain[:count])
+    final8 = np.zeros(padded, dtype=np.int8)
+    final8[:count] = final_right
     # Cut i (1 … N) is allowed when it splits no run of equal confidences and the last leaver's
     # confidence is above 0 (a confidence of 0 never exceeds a threshold).
     cut_valid = np.zeros(padded + 1, dtype=bool)
@@ -87,128 +87,192 @@ def exit_order(order: np.ndarray, conf: np.ndarray, right: np.ndarray, final_rig
     if count:
         np.greater(conf, 0, out=cut_valid[1:count + 1])
         cut_valid[1:count] &= conf[:-1] != conf[1:]
-    return ExitOrder(order, conf, right8, gain, cut_valid[1:].reshape(blocks, block),
+    return ExitOrder(order, conf, right8, final8, cut_valid[1:].reshape(blocks, block),
                      cut_valid[::block].copy(), block)
+
+
+@dataclass
+class BlockSums:
+    """Per block of one exit's sorted order in one situation (``nb`` blocks, ``P`` positions).
+
+    ``gain``: int64 ``(nb,)`` sum of the elements' gains (right leaver minus right rest fate);
+    ``raises``: int64 ``(nb,)`` elements with gain > 0; ``rest``: int64 ``(nb, P)`` arriving
+    elements by rest position.
+    """
+
+    gain: np.ndarray
+    raises: np.ndarray
+    rest: np.ndarray
+
+    def updated(self, exit: ExitOrder, where: np.ndarray, old: np.ndarray,
+                new: np.ndarray) -> BlockSums:
+        """The sums after the elements at sorted positions ``where`` change code ``old`` → ``new``
+        (a copy; ``self`` is unchanged)."""
+        blocks = where // exit.block
+        right = exit.right[where]
+        before, after = element_gain(right, old), element_gain(right, new)
+        count = self.gain.shape[0]
+        gain = self.gain + np.bincount(blocks, after.astype(np.float64) - before, count
+                                       ).astype(np.int64)
+        raises = self.raises + np.bincount(
+            blocks, (after > 0).astype(np.float64) - (before > 0), count).astype(np.int64)
+        positions = self.rest.shape[1]
+        left, came = old >= 0, new >= 0
+        rest = self.rest.ravel() - np.bincount(
+            blocks[left] * positions + (old[left] >> 1), minlength=count * positions)
+        rest += np.bincount(blocks[came] * positions + (new[came] >> 1),
+                            minlength=count * positions)
+        rest = rest.reshape(self.rest.shape)
+        return BlockSums(gain, raises, rest)
+
+
+def element_gain(right: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """int8 gain of elements: exit right (int8 0/1) minus rest fate right (``code & 1``), 0 for
+    elements not arriving (``code < 0``)."""
+    return (right - (codes & 1)).astype(np.int8, copy=False) * (codes >= 0)
+
+
+def block_sums(exit: ExitOrder, codes: np.ndarray, positions: tuple[int, ...],
+               num_positions: int, gain: np.ndarray | None = None) -> BlockSums:
+    """:class:`BlockSums` of ``codes`` (flat, ``nb·B``: ``2·rest position + rest right``, -1 for
+    elements not arriving) whose rest positions are among ``positions``; ``gain``: their
+    :func:`element_gain` when the caller has it."""
+    starts = np.arange(0, exit.padded, exit.block)
+    arriving = codes >= 0
+    gain = element_gain(exit.right, codes) if gain is None else gain
+    rest = np.zeros((starts.shape[0], num_positions), dtype=np.int64)
+    if len(positions) == 1:
+        rest[:, positions[0]] = _block_sums(arriving, starts)
+    else:
+        rest_position = codes >> 1
+        for r in positions:
+            rest[:, r] = _block_sums(rest_position == r, starts)
+    return BlockSums(_block_sums(gain, starts), _block_sums(gain > 0, starts), rest)
 
 
 @dataclass
 class BlockCurve:
     """Every cut of one (position, exit type) in one situation, λ-independent.
 
-    ``gain``: int8 ``(nb, B)`` per element, right leaver minus right rest fate (0 when not
-    arriving). ``rest``: int ``(nb, B)`` rest position of each arriving element, ``-1`` for the
-    others. ``positions``: the rest positions that occur, ascending; ``weights``: float64 MACs
-    change per leaver for each of them. Accuracy at cut ``j`` (``j`` arriving leavers) is
+    ``codes``: int ``(nb·B,)`` per element ``2·rest position + rest right`` (the exit the sample
+    would leave at with this position disabled, and whether it is right there), -1 when the
+    sample does not arrive. ``sums``: their :class:`BlockSums`. ``weights``: float64 ``(P,)``
+    MACs change per leaver by rest position. Accuracy at cut ``j`` (``j`` arriving leavers) is
     ``(base_correct + G)/N``, mean MACs ``(base_macs + Σ_r c_r·w_r)/N``.
     """
 
     exit: ExitOrder
-    gain: np.ndarray
-    rest: np.ndarray
-    positions: tuple[int, ...]
+    codes: np.ndarray
+    sums: BlockSums
     weights: np.ndarray
     count: int
     base_correct: int
     base_macs: float
+    positions: tuple[int, ...] = field(init=False)  # rest positions that occur, ascending
     gain_start: np.ndarray = field(init=False)  # int64 (nb + 1,) G at each block start
-    rest_start: np.ndarray = field(init=False)  # int64 (nb + 1, R) c_r at each block start
-    rest_block: np.ndarray = field(init=False)  # int64 (nb, R) c_r within each block
-    raises: np.ndarray = field(init=False)  # int64 (nb,) elements with gain > 0
+    macs_start: np.ndarray = field(init=False)  # float64 (nb + 1,) M at each block start
+    arrive_start: np.ndarray = field(init=False)  # int64 (nb + 1,) arriving before each block
+    saves: np.ndarray = field(init=False)  # float64 (nb,) MACs the block's leavers can save
+    adds: np.ndarray = field(init=False)  # float64 (nb,) MACs the block's leavers can add
+    steps: np.ndarray = field(init=False)  # float64 (2P + 1,) MACs change by code + 1
 
     def __post_init__(self) -> None:
         blocks, block = self.exit.valid.shape
-        starts = np.arange(0, blocks * block, block)
-        self.raises = _block_sums(self.gain > 0, starts)
+        occurring = np.flatnonzero(self.sums.rest.sum(axis=0))
+        self.positions = tuple(int(r) for r in occurring) or (self.weights.shape[0] - 1,)
+        rest_block = self.sums.rest[:, list(self.positions)]
+        rest_start = np.zeros((blocks + 1, len(self.positions)), dtype=np.int64)
+        np.cumsum(rest_block, axis=0, out=rest_start[1:])
         self.gain_start = np.zeros(blocks + 1, dtype=np.int64)
-        np.cumsum(_block_sums(self.gain, starts), out=self.gain_start[1:])
-        if len(self.positions) == 1:  # every arriving element shares one rest position
-            self.rest_block = _block_sums(self.rest >= 0, starts)[:, None]
-        else:
-            self.rest_block = np.stack([_block_sums(self.rest == r, starts)
-                                        for r in self.positions], axis=1)
-        self.rest_start = np.zeros((blocks + 1, len(self.positions)), dtype=np.int64)
-        np.cumsum(self.rest_block, axis=0, out=self.rest_start[1:])
-        self.gain = self.gain.reshape(blocks, block)
-        self.rest = self.rest.reshape(blocks, block)
-        self._arrive_start: np.ndarray | None = None
+        np.cumsum(self.sums.gain, out=self.gain_start[1:])
+        # M at each block start, and per block the MACs its leavers can save or add at most.
+        weights = self.weights[list(self.positions)]
+        both = np.stack([weights, np.maximum(-weights, 0.0), np.maximum(weights, 0.0)], axis=1)
+        self.macs_start = np.einsum("br,r->b", rest_start.astype(np.float64), weights)
+        self.saves, self.adds = np.einsum("br,rk->kb", rest_block.astype(np.float64),
+                                          both[:, 1:])
+        self.arrive_start = rest_start.sum(axis=1)
+        # MACs change per element by code + 1 (0 for samples not arriving).
+        self.steps = np.zeros(2 * self.weights.shape[0] + 1, dtype=np.float64)
+        self.steps[1::2] = self.weights
+        self.steps[2::2] = self.weights
+        self.codes = self.codes.reshape(blocks, block)
 
     @property
     def num_samples(self) -> int:
         return self.exit.num_samples
-
-    def _values(self, gained: np.ndarray, counts: list[np.ndarray], weight_acc: np.ndarray,
-                weight_macs: np.ndarray) -> np.ndarray:
-        """``V`` with ``gained`` ``G`` and ``counts[r]`` ``c_r`` (int arrays of one shape ``S``)
-        for λ weights ``weight_acc`` ``(L,)`` and ``weight_macs`` ``(L, R)``: float64 ``(L, *S)``.
-
-        Always ``((a·G − c_0·bw_0) − c_1·bw_1) − …`` in this order, so a cut's value is the same
-        float wherever it is computed."""
-        extra = (slice(None),) + (None,) * gained.ndim
-        value = gained[None] * weight_acc[extra]
-        for r, count in enumerate(counts):
-            value -= count[None] * weight_macs[(slice(None), r) + extra[1:]]
-        return value
 
     def best(self, lambdas: np.ndarray, acc_span: float,
              macs_span: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per λ: the first cut of largest value, as ``(j, accuracy, mean MACs)``.
 
         ``j`` int64 ``(L,)`` is the number of arriving leavers; accuracy and MACs are float64
-        figures of the whole configuration at that cut.
+        figures of the whole configuration at that cut. A cut's value is ``a·G − b·M`` with
+        ``M`` the MACs moved: the sum over rest positions at its block's start plus the
+        elements' changes inside the block, added in order (the same float for a cut wherever
+        it is evaluated).
         """
         lambdas = np.asarray(lambdas, dtype=np.float64)
         total = self.num_samples
-        weight_acc = lambdas / (total * acc_span)
-        weight_macs = ((1.0 - lambdas) / (total * macs_span))[:, None] * self.weights[None, :]
-        starts = [self.rest_start[:, r] for r in range(len(self.positions))]
-        boundary = self._values(self.gain_start, starts, weight_acc, weight_macs)  # (L, nb+1)
-        lower = np.where(self.exit.boundary_valid[None, :], boundary, -np.inf).max(axis=1)
-        upper = (boundary[:, :-1] + weight_acc[:, None] * self.raises[None, :]
-                 + np.maximum(-weight_macs, 0.0) @ self.rest_block.T.astype(np.float64))
-        slack = BOUND_SLACK * total * (np.abs(weight_acc) + np.abs(weight_macs).sum(axis=1))
-        candidate = upper >= (lower - slack)[:, None]
-        blocks = np.flatnonzero(candidate.any(axis=0))
+        weight_acc = (lambdas / (total * acc_span))[:, None]
+        weight_macs = ((1.0 - lambdas) / (total * macs_span))[:, None]
+        boundary = self.gain_start * weight_acc - self.macs_start * weight_macs  # (L, nb+1)
+        lower = np.where(self.exit.boundary_valid, boundary, -np.inf).max(axis=1)
+        upper = (boundary[:, :-1] + weight_acc * self.sums.raises
+                 + np.where(weight_macs >= 0, weight_macs * self.saves, -weight_macs * self.adds))
+        slack = BOUND_SLACK * total * (np.abs(weight_acc[:, 0]) + np.abs(weight_macs[:, 0])
+                                       * np.abs(self.steps).max())
 
         count = lambdas.shape[0]
         gained = np.zeros(count, dtype=np.int64)
-        leavers = np.zeros((len(self.positions), count), dtype=np.int64)
-        if blocks.shape[0]:
-            gain = self.gain_start[blocks][:, None] + np.cumsum(self.gain[blocks], axis=1,
-                                                                 dtype=np.int64)
-            rest = self.rest[blocks]
-            if len(self.positions) == 1:
-                counts = [np.cumsum(rest >= 0, axis=1, dtype=np.int64)]
-            else:
-                counts = [np.cumsum(rest == r, axis=1, dtype=np.int64) for r in self.positions]
-            for r, value in enumerate(counts):
-                value += self.rest_start[blocks, r][:, None]
-            invalid = ~self.exit.valid[blocks]
-            chunk = max(1, SCAN_VALUES // gain.size)
-            for first in range(0, count, chunk):
-                part = slice(first, first + chunk)
-                value = self._values(gain, counts, weight_acc[part], weight_macs[part])
-                value[:, invalid] = -np.inf
-                value = value.reshape(value.shape[0], -1)
-                where = np.argmax(value, axis=1)
-                # Cut 0 (value 0) comes first: a later cut wins only when strictly better.
-                wins = value[np.arange(value.shape[0]), where] > 0.0
-                row, column = np.divmod(where[wins], gain.shape[1])
-                chosen = np.flatnonzero(wins) + first
-                gained[chosen] = gain[row, column]
-                for r, value_r in enumerate(counts):
-                    leavers[r, chosen] = value_r[row, column]
-        cut = leavers.sum(axis=0)
-        moved = leavers[0] * self.weights[0]
-        for r in range(1, len(self.positions)):
-            moved = moved + leavers[r] * self.weights[r]
+        moved = np.zeros(count, dtype=np.float64)
+        cut = np.zeros(count, dtype=np.int64)
+        candidate = upper >= (lower - slack)[:, None]  # (L, nb)
+        if count == 1:  # one λ: its candidate blocks, no pairing
+            blocks = np.flatnonzero(candidate[0])
+        else:
+            blocks = np.flatnonzero(candidate.any(axis=0))
+        if blocks.shape[0] == 0:
+            return (cut, (self.base_correct + gained) / total, (self.base_macs + moved) / total)
+        codes = self.codes[blocks]
+        right = self.exit.right.reshape(self.codes.shape)[blocks]
+        gain = np.cumsum(element_gain(right, codes), axis=1, dtype=np.int64)
+        gain += self.gain_start[blocks][:, None]
+        macs = np.cumsum(np.take(self.steps, codes.astype(np.intp) + 1), axis=1)
+        macs += self.macs_start[blocks][:, None]
+        invalid = ~self.exit.valid[blocks]
+        if count == 1:
+            value = gain * weight_acc[0, 0] - macs * weight_macs[0, 0]
+            value[invalid] = -np.inf
+            where = int(np.argmax(value))
+            row, col = np.divmod(np.asarray([where]), gain.shape[1])
+            # Cut 0 (value 0) comes first: a later cut wins only when strictly better.
+            chosen = np.flatnonzero(value.ravel()[where:where + 1] > 0.0)
+            row, col = row[chosen], col[chosen]
+        else:
+            # Each λ scans only its own candidate blocks: (λ, block) pairs, λ-major, blocks
+            # ascending, so the first maximum of a λ's pairs is its first best cut.
+            lam, pair = np.nonzero(candidate[:, blocks])
+            value = gain[pair] * weight_acc[lam] - macs[pair] * weight_macs[lam]  # (pairs, B)
+            value[invalid[pair]] = -np.inf
+            column = np.argmax(value, axis=1)
+            peak = value[np.arange(pair.shape[0]), column]
+            top = np.full(count, -np.inf)
+            np.maximum.at(top, lam, peak)
+            at_top = np.flatnonzero(peak == top[lam])
+            first = at_top[_run_starts(lam[at_top])]
+            first = first[peak[first] > 0.0]  # cut 0 (value 0) wins ties
+            chosen, row, col = lam[first], pair[first], column[first]
+        gained[chosen] = gain[row, col]
+        moved[chosen] = macs[row, col]
+        arriving = np.cumsum(codes[row] >= 0, axis=1)
+        cut[chosen] = self.arrive_start[blocks[row]] + arriving[np.arange(row.shape[0]), col]
         return (cut, (self.base_correct + gained) / total, (self.base_macs + moved) / total)
 
     def _element(self, index: int) -> int:
         """Sorted-order position of the ``index``-th (0-based) arriving element."""
-        if self._arrive_start is None:
-            self._arrive_start = self.rest_start.sum(axis=1)
-        block = int(np.searchsorted(self._arrive_start, index, side="right")) - 1
-        inside = np.flatnonzero(self.rest[block] >= 0)[index - self._arrive_start[block]]
+        block = int(np.searchsorted(self.arrive_start, index, side="right")) - 1
+        inside = np.flatnonzero(self.codes[block] >= 0)[index - self.arrive_start[block]]
         return block * self.exit.block + int(inside)
 
     def threshold(self, cuts: np.ndarray) -> np.ndarray:
@@ -227,6 +291,14 @@ class BlockCurve:
                 lower = float(self.exit.conf[self._element(cut)])
                 out[at] = midpoint(upper, lower)
         return out
+
+
+def _run_starts(values: np.ndarray) -> np.ndarray:
+    """bool mask of the first element of every run of equal values."""
+    starts = np.empty(values.shape[0], dtype=bool)
+    starts[:1] = True
+    np.not_equal(values[1:], values[:-1], out=starts[1:])
+    return starts
 
 
 def _block_sums(values: np.ndarray, starts: np.ndarray) -> np.ndarray:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dyce.cuts import BlockCurve, ExitOrder, exit_order
+from dyce.cuts import BlockCurve, BlockSums, ExitOrder, block_sums, exit_order
 from dyce.errors import DyceError
 from dyce.evaluate import (
     CALIBRATION_QUANTILE,
@@ -471,6 +471,10 @@ def _tied_cuts(table: _ExitTable, positions: np.ndarray | None,
 class _Searcher:
     """Shared state of one search: sorted exits, MACs tables and the cost scale."""
 
+    #: ``circular`` without calibration runs on incrementally updated block curves; ``False``
+    #: runs it round by round over full situations (the reference the tests compare with).
+    incremental_circular = True
+
     def __init__(self, records: ExitRecords, info: MacsInfo, *, normalize: bool,
                  calibration: bool, progress: bool, threads: int | None = None) -> None:
         self.records = records
@@ -503,6 +507,7 @@ class _Searcher:
         self.head = info.head_macs
         self._sorted: dict[int, _ExitTable] = {}
         self._orders: dict[int, ExitOrder] = {}
+        self._ranks: dict[int, np.ndarray] = {}
         self._all_arrive: np.ndarray | None = None
         self._ramp: np.ndarray | None = None
         self._local = threading.local()  # per-thread scratch buffers of the curves
@@ -513,6 +518,8 @@ class _Searcher:
         if workers < 1:
             raise DyceError(f"must be at least 1, got {threads!r}", field="threads")
         workers = min(workers, self.num_types)
+        #: dtype of rest codes ``2·position + right`` (-1: not arriving)
+        self.code_type = np.int8 if 2 * self.num_positions < 127 else np.int32
         self._pool = ThreadPoolExecutor(workers) if workers > 1 else None
 
     def close(self) -> None:
@@ -564,6 +571,15 @@ class _Searcher:
             self._orders[row] = order
         return order
 
+    def rank(self, row: int) -> np.ndarray:
+        """int32 ``(N,)``: each sample's place in the exit's sorted order (once per exit)."""
+        rank = self._ranks.get(row)
+        if rank is None:
+            rank = np.empty(self.num_samples, dtype=np.int32)
+            rank[self.exit_order(row).order] = np.arange(self.num_samples, dtype=np.int32)
+            self._ranks[row] = rank
+        return rank
+
     def calibrated(self, counts: list, corrects: list) -> np.ndarray | float:
         """Calibrated accuracy from per-position counts (scalars or arrays over cuts)."""
         from scipy.special import betaincinv
@@ -609,36 +625,44 @@ class _Searcher:
         p = situation.position
         exit = self.exit_order(self.records.exit_index(p, exit_type))
         num_samples, padded = self.num_samples, exit.padded
-        head = float(self.head[exit_type, p])
-        leave_cost = float(self.backbone[p]) + (situation.passed + head)
-        rest_table = situation.rest_table
+        gain = None
         if situation.rest_code is None:  # every arriving sample would reach the final head
+            final = 2 * (self.num_positions - 1)
+            codes = exit.final_right.astype(self.code_type)
+            codes += self.code_type(final)
+            gain = exit.right - exit.final_right
             if situation.arrive is None:
-                if self._all_arrive is None or self._all_arrive.shape[0] != padded:
-                    self._all_arrive = np.zeros(padded, dtype=np.int8)
-                    self._all_arrive[num_samples:] = -1
-                gain, rest = exit.gain_final, self._all_arrive
+                codes[num_samples:] = -1
             else:
                 arrive = np.zeros(padded, dtype=np.int8)
                 np.take(situation.arrive.view(np.int8), exit.order, out=arrive[:num_samples])
-                gain = exit.gain_final * arrive
-                rest = arrive - np.int8(1)
+                codes += 1
+                codes *= arrive
+                codes -= 1
+                gain *= arrive
             positions: tuple[int, ...] = (self.num_positions - 1,)
-            weights = np.array([(leave_cost - head) - float(rest_table[-1])])
         else:
-            codes = np.empty(padded, dtype=situation.rest_code.dtype)
+            codes = np.empty(padded, dtype=self.code_type)
             np.take(situation.rest_code, exit.order, out=codes[:num_samples])
             codes[num_samples:] = -1
-            rest = codes >> 1  # rest position (-1: not arriving)
-            gain = (exit.right - (codes & 1)).astype(np.int8, copy=False) * (codes >= 0)
             positions = tuple(int(q) for q in np.flatnonzero(situation.rest_counts > 0))
-            positions = positions or (self.num_positions - 1,)
-            # MACs change per leaver, by rest position.
-            weights = ((leave_cost - head) - rest_table)[list(positions)]
+        sums = block_sums(exit, codes, positions or (self.num_positions - 1,), self.num_positions,
+                          gain)
+        return self._block_curve(situation, exit_type, exit, codes, sums)
+
+    def _block_curve(self, situation: _Situation, exit_type: int, exit: ExitOrder,
+                     codes: np.ndarray, sums: BlockSums) -> BlockCurve:
+        """:class:`BlockCurve` of given codes and sums with the situation's MACs and counts."""
+        p = situation.position
+        head = float(self.head[exit_type, p])
+        leave_cost = float(self.backbone[p]) + (situation.passed + head)
+        # MACs change per leaver, by rest position.
+        weights = (leave_cost - head) - situation.rest_table
         count = int(situation.rest_counts.sum())
-        base_macs = situation.fixed_macs + float(situation.rest_counts @ rest_table) + count * head
+        base_macs = situation.fixed_macs + float(situation.rest_counts @ situation.rest_table) \
+            + count * head
         base_correct = int(situation.fixed_correct.sum()) + int(situation.rest_correct_counts.sum())
-        return BlockCurve(exit, gain, rest, positions, weights, count, base_correct, base_macs)
+        return BlockCurve(exit, codes, sums, weights, count, base_correct, base_macs)
 
     def compact_curve(self, situation: _Situation, exit_type: int) -> _Curve:
         """Every valid cut of ``exit_type`` at the situation's position, over the arriving
@@ -875,7 +899,19 @@ class _Searcher:
     # ------------------------------------------------------------------ circular
 
     def circular(self, lambdas: list[float], *, max_rounds: int = 1000) -> list[SearchResult]:
-        """Circular search for every λ; λs whose configurations coincide share the work."""
+        """Circular search for every λ: on block curves updated incrementally
+        (:mod:`dyce.circular`), or round by round over full situations when calibrated."""
+        if not self.calibration and self.incremental_circular:
+            from dyce.circular import circular
+
+            return circular(self, lambdas, max_rounds=max_rounds,
+                            tolerance=IMPROVEMENT_TOLERANCE)
+        return self.circular_by_rounds(lambdas, max_rounds=max_rounds)
+
+    def circular_by_rounds(self, lambdas: list[float], *,
+                           max_rounds: int = 1000) -> list[SearchResult]:
+        """Circular search for every λ, round by round; λs whose configurations coincide share
+        the work."""
         lams = np.asarray(lambdas, dtype=np.float64)
         results: list[SearchResult | None] = [None] * len(lambdas)
         start = tuple((-1, 1.0) for _ in range(self.num_positions - 1))
@@ -1022,26 +1058,37 @@ class _CircularNode:
             self._after[p] = code
         return self._after[p]
 
+    def codes_at(self, p: int) -> np.ndarray:
+        """int ``(N,)``: ``2·position + right`` of where each sample would leave with ``p``
+        disabled, -1 for the samples that do not arrive at ``p``."""
+        return np.where(self.arrive_at[p], self.after(p), self.code_type(-1))
+
     def situation(self, p: int) -> _Situation:
         searcher = self.searcher
         num_positions = searcher.num_positions
+        arrive = self.arrive_at[p]
+        if any(q > p for q in self.leave):
+            code = self.codes_at(p)
+            tally = np.bincount(code.astype(np.intp) + 1, minlength=2 * num_positions + 1)
+            return self.situation_from_tally(p, tally, code)
+        # nothing enabled after p: everyone arriving reaches the final head (fast path)
+        tally = np.zeros(2 * num_positions + 1, dtype=np.int64)
+        arriving = int(np.count_nonzero(arrive))
+        right = int(np.count_nonzero(arrive & searcher.final_correct))
+        tally[2 * num_positions], tally[2 * num_positions - 1] = right, arriving - right
+        situation = self.situation_from_tally(p, tally, None)
+        situation.arrive = None if arriving == searcher.num_samples else arrive
+        return situation
+
+    def situation_from_tally(self, p: int, tally: np.ndarray,
+                             code: np.ndarray | None) -> _Situation:
+        """The situation at ``p`` from ``tally`` (int ``(2P+1,)``: samples per rest code + 1)."""
+        searcher = self.searcher
         pairs = [(k, t) for k, t in self.config]
         pairs[p] = (-1, 1.0)
         table = position_macs(searcher.info, pairs)
-        arrive = self.arrive_at[p]
-        if any(q > p for q in self.leave):
-            code = np.where(arrive, self.after(p), self.code_type(-1))
-            tally = np.bincount(code.astype(np.intp) + 1, minlength=2 * num_positions + 1)[1:]
-            rest_correct = tally[1::2].astype(np.int64)
-            rest_counts = tally[0::2].astype(np.int64) + rest_correct
-        else:  # nothing enabled after p: everyone arriving reaches the final head (fast path)
-            code = None
-            rest_counts = np.zeros(num_positions, dtype=np.int64)
-            rest_correct = np.zeros(num_positions, dtype=np.int64)
-            rest_counts[-1] = np.count_nonzero(arrive)
-            rest_correct[-1] = np.count_nonzero(arrive & searcher.final_correct)
-            if rest_counts[-1] == searcher.num_samples:
-                arrive = None
+        rest_correct = np.asarray(tally[1:][1::2], dtype=np.int64)
+        rest_counts = np.asarray(tally[1:][0::2], dtype=np.int64) + rest_correct
         fixed_counts = self.exit_counts.copy()
         fixed_counts[p:] = 0
         fixed_correct = self.correct_counts.copy()
@@ -1049,5 +1096,5 @@ class _CircularNode:
         passed = sum(float(searcher.head[k, q]) for q, (k, _t) in enumerate(self.config[:p])
                      if k >= 0)
         fixed_macs = float(fixed_counts @ self.leave_macs)
-        return _Situation(p, arrive if code is None else None, code, table, passed, fixed_counts,
-                          fixed_correct, fixed_macs, rest_counts, rest_correct)
+        return _Situation(p, None, code, table, passed, fixed_counts, fixed_correct, fixed_macs,
+                          rest_counts, rest_correct)

@@ -411,3 +411,51 @@ def test_default_threads_follow_the_jobs_thread_count(monkeypatch):
     assert available_cpus() == 3
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert available_cpus() >= 1
+
+
+def _by_rounds(monkeypatch, *args, **kwargs):
+    """``search_configs`` with circular run round by round over full situations."""
+    from dyce.search import _Searcher
+
+    with monkeypatch.context() as patch:
+        patch.setattr(_Searcher, "incremental_circular", False)
+        return search_configs(*args, **kwargs)
+
+
+@SEARCH_SETTINGS
+@given(problem=tiny_problems(max_samples=30, max_positions=4))
+def test_incremental_circular_equals_the_round_by_round_search(problem):
+    records, macs = problem
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        expected = _by_rounds(monkeypatch, records, macs, "circular", LAMBDAS, progress=False)
+    results = search_configs(records, macs, "circular", LAMBDAS, progress=False)
+    for got, want in zip(results, expected, strict=True):
+        assert got.config == want.config
+        assert got.evaluation == want.evaluation
+
+
+@pytest.mark.parametrize("rebuild", [0.0, 1.01])
+def test_incremental_circular_on_realistic_records(monkeypatch, rebuild):
+    """Child configurations derived from their parent (or always rebuilt) give exactly the
+    round-by-round search."""
+    import dyce.circular
+
+    records = make_synthetic_records(3000, 6, 3, 10, seed=11)
+    macs = make_synthetic_macs(6, 3)
+    lambdas = list(np.linspace(0.5, 1.0, 21))
+    expected = _by_rounds(monkeypatch, records, macs, "circular", lambdas, progress=False)
+    monkeypatch.setattr(dyce.circular, "REBUILD_FRACTION", rebuild)
+    results = search_configs(records, macs, "circular", lambdas, progress=False)
+    for got, want in zip(results, expected, strict=True):
+        assert got.config == want.config
+        assert got.evaluation == want.evaluation
+        assert got.cost == want.cost
+
+
+@pytest.mark.filterwarnings("default:circular search stopped")
+def test_circular_warns_when_the_round_cap_stops_it():
+    records = make_synthetic_records(500, 5, 2, 10, seed=3)
+    macs = make_synthetic_macs(5, 2)
+    with pytest.warns(UserWarning, match="max_rounds=1"):
+        results = search_configs(records, macs, "circular", [0.9], progress=False, max_rounds=1)
+    assert sum(k >= 0 for k, _ in results[0].config) == 1  # exactly one change applied

@@ -1,0 +1,243 @@
+"""``circular`` on block curves, one configuration after another, each derived from the last.
+
+A configuration's *state* holds, for every position ``p``, how the samples would fare with ``p``
+disabled (a tally of rest codes) and, per exit type, the rest code of every element of the
+exit's sorted order with its block sums (:mod:`dyce.cuts`). A change at one position ``q``
+alters the fate of only the samples whose leaving (or correctness) at ``q`` changes; a child
+state copies its parent's codes and rewrites just those elements (the state is rebuilt when
+more than :data:`REBUILD_FRACTION` of the samples change). Configurations are explored depth
+first, so only the states on the current path are alive. λs that take the same change share
+the child, and the options at the changed position carry over (its situation is unchanged).
+
+The results are those of the round-by-round search over full situations: every λ still
+applies the single change that lowers its cost most (first position, then exit type, then
+"none" on ties) until none does.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from dyce.cuts import BlockSums, block_sums
+from dyce.evaluate import exceeds
+
+if TYPE_CHECKING:
+    from dyce.search import SearchResult, _Searcher, _Situation
+
+#: Above this fraction of samples whose fate changes, a child state is rebuilt from scratch.
+REBUILD_FRACTION = 0.5
+
+
+class _State:
+    """One configuration: counts (a ``_CircularNode``), per position the rest-code tally and
+    per exit type the elements' codes and block sums; per position the options computed so far
+    (λ index → (cost per exit type, cut per exit type, cost of "none"))."""
+
+    def __init__(self, node, tallies: list[np.ndarray],
+                 curves: list[list[tuple[np.ndarray, BlockSums]]]) -> None:
+        self.node = node
+        self.config = node.config
+        self.tallies = tallies
+        self.curves = curves
+        self.options: list[dict[int, tuple]] = [{} for _ in tallies]
+        self._situations: dict[int, _Situation] = {}
+
+    def situation(self, p: int) -> _Situation:
+        if p not in self._situations:
+            self._situations[p] = self.node.situation_from_tally(p, self.tallies[p], None)
+        return self._situations[p]
+
+
+def _occurring(tally: np.ndarray, num_positions: int) -> tuple[int, ...]:
+    """Rest positions with arriving samples, from a tally of rest codes + 1."""
+    counts = tally[1::2] + tally[2::2]
+    return tuple(int(r) for r in np.flatnonzero(counts[:num_positions])) or (num_positions - 1,)
+
+
+def fresh_state(searcher: _Searcher, node) -> _State:
+    """Every situation and curve of ``node``'s configuration computed from scratch."""
+    num_samples, num_positions = searcher.num_samples, searcher.num_positions
+    tallies, curves = [], []
+    for p in range(num_positions - 1):
+        code = node.codes_at(p)
+        tally = np.bincount(code.astype(np.intp) + 1, minlength=2 * num_positions + 1)
+        positions = _occurring(tally, num_positions)
+        per_type = []
+        for exit_type in range(searcher.num_types):
+            exit = searcher.exit_order(searcher.records.exit_index(p, exit_type))
+            codes = np.empty(exit.padded, dtype=searcher.code_type)
+            np.take(code, exit.order, out=codes[:num_samples])
+            codes[num_samples:] = -1
+            per_type.append((codes, block_sums(exit, codes, positions, num_positions)))
+        tallies.append(tally)
+        curves.append(per_type)
+    return _State(node, tallies, curves)
+
+
+def fate_codes(searcher: _Searcher, config: tuple, labels: np.ndarray) -> np.ndarray:
+    """int ``(P-1, n)``: for each position ``p`` the rest code of ``labels`` under ``config``
+    with ``p`` disabled (``2·position + right`` of where they would leave, -1 when they do not
+    arrive at ``p``); the same as ``_CircularNode.codes_at`` restricted to ``labels``."""
+    num_positions = searcher.num_positions
+    code_type = searcher.code_type
+    leave, right = [], []
+    for p, (k, t) in enumerate(config):
+        if k >= 0:
+            row = searcher.records.exit_index(p, k)
+            leave.append(exceeds(searcher.confs[row][labels], t))
+            right.append(searcher.correct[row][labels])
+        else:
+            leave.append(None)
+            right.append(None)
+    after = [None] * (num_positions - 1)
+    current = (2 * (num_positions - 1) + searcher.final_correct[labels]).astype(code_type)
+    for p in range(num_positions - 2, -1, -1):
+        after[p] = current
+        if leave[p] is not None:
+            current = np.where(leave[p], (2 * p + right[p]).astype(code_type), current)
+    codes = np.empty((num_positions - 1, labels.shape[0]), dtype=code_type)
+    arrive = np.ones(labels.shape[0], dtype=bool)
+    for p in range(num_positions - 1):
+        codes[p] = np.where(arrive, after[p], code_type(-1))
+        if leave[p] is not None:
+            arrive &= ~leave[p]
+    return codes
+
+
+def child_state(searcher: _Searcher, parent: _State, position: int, exit_type: int,
+                threshold: float) -> _State:
+    """The state after setting ``position`` to ``(exit_type, threshold)``."""
+    from dyce.search import _CircularNode
+
+    config = list(parent.config)
+    config[position] = (exit_type, threshold)
+    node = _CircularNode(searcher, tuple(config))
+    num_samples = searcher.num_samples
+    old_leave = parent.node.leave.get(position)
+    new_leave = node.leave.get(position)
+    none = np.zeros(num_samples, dtype=bool)
+    old_leave = none if old_leave is None else old_leave
+    new_leave = none if new_leave is None else new_leave
+    differs = old_leave != new_leave
+    if position in parent.node.rows and position in node.rows:
+        both = old_leave & new_leave
+        differs |= both & (searcher.correct[parent.node.rows[position]]
+                           != searcher.correct[node.rows[position]])
+    labels = np.flatnonzero(differs)
+    if labels.shape[0] > REBUILD_FRACTION * num_samples:
+        return fresh_state(searcher, node)
+    old = fate_codes(searcher, parent.config, labels)
+    new = fate_codes(searcher, node.config, labels)
+    tallies, curves = [], []
+    for p in range(searcher.num_positions - 1):
+        changed = np.flatnonzero(old[p] != new[p]) if p != position else np.zeros(0, np.intp)
+        if changed.shape[0] == 0:
+            tallies.append(parent.tallies[p])
+            curves.append(parent.curves[p])
+            continue
+        moved, before, after = labels[changed], old[p][changed], new[p][changed]
+        tally = parent.tallies[p].copy()
+        np.subtract.at(tally, before.astype(np.intp) + 1, 1)
+        np.add.at(tally, after.astype(np.intp) + 1, 1)
+        per_type = []
+        for k, (codes, sums) in enumerate(parent.curves[p]):
+            row = searcher.records.exit_index(p, k)
+            exit = searcher.exit_order(row)
+            where = searcher.rank(row)[moved].astype(np.intp)
+            codes = codes.copy()
+            codes[where] = after
+            per_type.append((codes, sums.updated(exit, where, before, after)))
+        tallies.append(tally)
+        curves.append(per_type)
+    return _State(node, tallies, curves)
+
+
+def options_at(searcher: _Searcher, state: _State, p: int, lambdas: np.ndarray,
+               ids: list[int]) -> None:
+    """Compute the options at ``p`` of the λs ``ids`` (values ``lambdas``) into the state."""
+    from dyce.search import cost
+
+    situation = state.situation(p)
+
+    def option(exit_type: int) -> tuple[np.ndarray, np.ndarray]:
+        curve = _curve(searcher, state, p, exit_type)
+        cut, costs = searcher.best_cuts(curve, lambdas)
+        return costs, cut
+
+    per_type = searcher.map_types(option)
+    none_acc, none_macs = searcher.none_option(situation)
+    none_costs = cost(none_acc, none_macs, lambdas, searcher.scale)
+    found = state.options[p]
+    for j, member in enumerate(ids):
+        found[member] = (tuple(float(c[j]) for c, _ in per_type),
+                         tuple(int(cut[j]) for _, cut in per_type), float(none_costs[j]))
+
+
+def _curve(searcher: _Searcher, state: _State, p: int, exit_type: int):
+    codes, sums = state.curves[p][exit_type]
+    exit = searcher.exit_order(searcher.records.exit_index(p, exit_type))
+    return searcher._block_curve(state.situation(p), exit_type, exit, codes, sums)
+
+
+def circular(searcher: _Searcher, lambdas: list[float], *, max_rounds: int,
+             tolerance: float) -> list[SearchResult]:
+    """Circular search of every λ (see the module docstring)."""
+    from dyce.search import _CircularNode, cost
+
+    lams = np.asarray(lambdas, dtype=np.float64)
+    results: list[SearchResult | None] = [None] * len(lambdas)
+    start = tuple((-1, 1.0) for _ in range(searcher.num_positions - 1))
+    stopped = False
+    # (parent state or None, change (position, exit type, threshold) or None, λ ids, rounds)
+    stack: list[tuple] = [(None, None, list(range(len(lambdas))), 0)]
+    with searcher._progress(len(lambdas), "circular") as bar:
+        while stack:
+            parent, change, ids, rounds = stack.pop()
+            if parent is None:
+                state = fresh_state(searcher, _CircularNode(searcher, start))
+            else:
+                state = child_state(searcher, parent, *change)
+                inherited = parent.options[change[0]]
+                state.options[change[0]] = {i: inherited[i] for i in ids}
+            lam = lams[ids]
+            best_cost = np.full(len(ids), np.inf)
+            best: list = [None] * len(ids)
+            for p in range(searcher.num_positions - 1):
+                found = state.options[p]
+                missing = [i for i in ids if i not in found]
+                if missing:
+                    options_at(searcher, state, p, lams[missing], missing)
+                enabled = state.config[p][0] >= 0
+                for j, member in enumerate(ids):
+                    costs, cuts, none_cost = found[member]
+                    for exit_type, option_cost in enumerate(costs):
+                        if option_cost < best_cost[j]:
+                            best_cost[j] = option_cost
+                            best[j] = (p, exit_type, cuts[exit_type])
+                    if enabled and none_cost < best_cost[j]:
+                        best_cost[j] = none_cost
+                        best[j] = (p, -1, 0)
+            current = cost(state.node.acc, state.node.macs, lam, searcher.scale)
+            improve = best_cost < current - tolerance
+            children: dict[tuple, list[int]] = {}
+            for j, member in enumerate(ids):
+                if improve[j] and rounds < max_rounds:
+                    children.setdefault(best[j], []).append(member)
+                    continue
+                stopped = stopped or bool(improve[j])
+                results[member] = searcher.result("circular", float(lams[member]),
+                                                  list(state.config), state.node.exit_counts,
+                                                  state.node.correct_counts, None)
+                bar.update(1)
+            for (p, exit_type, cut), members in children.items():
+                threshold = 1.0
+                if exit_type >= 0:
+                    threshold = float(_curve(searcher, state, p, exit_type).threshold(
+                        np.asarray([cut]))[0])
+                stack.append((state, (p, exit_type, threshold), members, rounds + 1))
+    if stopped:
+        warnings.warn(f"circular search stopped after max_rounds={max_rounds}", stacklevel=3)
+    return results  # type: ignore[return-value]
