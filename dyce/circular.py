@@ -33,11 +33,12 @@ REBUILD_FRACTION = 0.5
 
 class _State:
     """One configuration: counts (a ``_CircularNode``), per position the rest-code tally and
-    per exit type the elements' codes and block sums; per position the options computed so far
-    (λ index → (cost per exit type, cut per exit type, cost of "none"))."""
+    the codes ``(T, nb·B)`` of every exit type's sorted elements with their block sums; per
+    position the options computed so far (λ index → (cost per exit type, cut per exit type,
+    cost of "none"))."""
 
     def __init__(self, node, tallies: list[np.ndarray],
-                 curves: list[list[tuple[np.ndarray, BlockSums]]]) -> None:
+                 curves: list[tuple[np.ndarray, BlockSums]]) -> None:
         self.node = node
         self.config = node.config
         self.tallies = tallies
@@ -64,16 +65,15 @@ def fresh_state(searcher: _Searcher, node) -> _State:
     for p in range(num_positions - 1):
         code = node.codes_at(p)
         tally = np.bincount(code.astype(np.intp) + 1, minlength=2 * num_positions + 1)
-        positions = _occurring(tally, num_positions)
-        per_type = []
+        rights = searcher.rights(p)
+        codes = np.full(rights.shape, -1, dtype=searcher.code_type)
         for exit_type in range(searcher.num_types):
-            exit = searcher.exit_order(searcher.records.exit_index(p, exit_type))
-            codes = np.empty(exit.padded, dtype=searcher.code_type)
-            np.take(code, exit.order, out=codes[:num_samples])
-            codes[num_samples:] = -1
-            per_type.append((codes, block_sums(exit, codes, positions, num_positions)))
+            order = searcher.exit_order(searcher.records.exit_index(p, exit_type)).order
+            np.take(code, order, out=codes[exit_type, :num_samples])
+        sums = block_sums(rights, rights.shape[1] // searcher.blocks_per_exit, codes,
+                          _occurring(tally, num_positions), num_positions)
         tallies.append(tally)
-        curves.append(per_type)
+        curves.append((codes, sums))
     return _State(node, tallies, curves)
 
 
@@ -142,16 +142,16 @@ def child_state(searcher: _Searcher, parent: _State, position: int, exit_type: i
         tally = parent.tallies[p].copy()
         np.subtract.at(tally, before.astype(np.intp) + 1, 1)
         np.add.at(tally, after.astype(np.intp) + 1, 1)
-        per_type = []
-        for k, (codes, sums) in enumerate(parent.curves[p]):
-            row = searcher.records.exit_index(p, k)
-            exit = searcher.exit_order(row)
-            where = searcher.rank(row)[moved].astype(np.intp)
-            codes = codes.copy()
-            codes[where] = after
-            per_type.append((codes, sums.updated(exit, where, before, after)))
+        codes, sums = parent.curves[p]
+        rights = searcher.rights(p)
+        types, padded = codes.shape
+        where = searcher.ranks(p)[:, moved].astype(np.intp)  # (T, n)
+        codes = codes.copy()
+        flat = (where + (np.arange(types) * padded)[:, None]).ravel()
+        np.put(codes, flat, np.tile(after, types))
+        sums = sums.updated(rights, padded // searcher.blocks_per_exit, flat, before, after)
         tallies.append(tally)
-        curves.append(per_type)
+        curves.append((codes, sums))
     return _State(node, tallies, curves)
 
 
@@ -161,25 +161,20 @@ def options_at(searcher: _Searcher, state: _State, p: int, lambdas: np.ndarray,
     from dyce.search import cost
 
     situation = state.situation(p)
-
-    def option(exit_type: int) -> tuple[np.ndarray, np.ndarray]:
-        curve = _curve(searcher, state, p, exit_type)
-        cut, costs = searcher.best_cuts(curve, lambdas)
-        return costs, cut
-
-    per_type = searcher.map_types(option)
+    curves = _curves(searcher, state, p)
+    cut, acc, macs = curves.best(lambdas, searcher.scale.acc_span, searcher.scale.macs_span)
+    costs = cost(acc, macs, lambdas[None, :], searcher.scale)  # (T, L)
     none_acc, none_macs = searcher.none_option(situation)
     none_costs = cost(none_acc, none_macs, lambdas, searcher.scale)
     found = state.options[p]
     for j, member in enumerate(ids):
-        found[member] = (tuple(float(c[j]) for c, _ in per_type),
-                         tuple(int(cut[j]) for _, cut in per_type), float(none_costs[j]))
+        found[member] = (tuple(costs[:, j].tolist()), tuple(cut[:, j].tolist()),
+                         float(none_costs[j]))
 
 
-def _curve(searcher: _Searcher, state: _State, p: int, exit_type: int):
-    codes, sums = state.curves[p][exit_type]
-    exit = searcher.exit_order(searcher.records.exit_index(p, exit_type))
-    return searcher._block_curve(state.situation(p), exit_type, exit, codes, sums)
+def _curves(searcher: _Searcher, state: _State, p: int):
+    codes, sums = state.curves[p]
+    return searcher.curve_set(state.situation(p), codes, sums)
 
 
 def circular(searcher: _Searcher, lambdas: list[float], *, max_rounds: int,
@@ -235,8 +230,8 @@ def circular(searcher: _Searcher, lambdas: list[float], *, max_rounds: int,
             for (p, exit_type, cut), members in children.items():
                 threshold = 1.0
                 if exit_type >= 0:
-                    threshold = float(_curve(searcher, state, p, exit_type).threshold(
-                        np.asarray([cut]))[0])
+                    threshold = float(_curves(searcher, state, p).threshold(
+                        exit_type, np.asarray([cut]))[0])
                 stack.append((state, (p, exit_type, threshold), members, rounds + 1))
     if stopped:
         warnings.warn(f"circular search stopped after max_rounds={max_rounds}", stacklevel=3)

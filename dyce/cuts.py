@@ -19,7 +19,7 @@ float operations wherever it is evaluated, so pruning changes no result.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -93,37 +93,41 @@ def exit_order(order: np.ndarray, conf: np.ndarray, right: np.ndarray, final_rig
 
 @dataclass
 class BlockSums:
-    """Per block of one exit's sorted order in one situation (``nb`` blocks, ``P`` positions).
+    """Per block of exits' sorted orders in one situation (``T`` exits, ``nb`` blocks, ``P``
+    positions; the leading axis is absent for one exit).
 
-    ``gain``: int64 ``(nb,)`` sum of the elements' gains (right leaver minus right rest fate);
-    ``raises``: int64 ``(nb,)`` elements with gain > 0; ``rest``: int64 ``(nb, P)`` arriving
-    elements by rest position.
+    ``gain``: int64 ``(T, nb)`` sum of the elements' gains (right leaver minus right rest fate);
+    ``raises``: int64 ``(T, nb)`` elements with gain > 0; ``rest``: int64 ``(T, nb, P)``
+    arriving elements by rest position.
     """
 
     gain: np.ndarray
     raises: np.ndarray
     rest: np.ndarray
 
-    def updated(self, exit: ExitOrder, where: np.ndarray, old: np.ndarray,
+    def updated(self, right: np.ndarray, block: int, where: np.ndarray, old: np.ndarray,
                 new: np.ndarray) -> BlockSums:
-        """The sums after the elements at sorted positions ``where`` change code ``old`` → ``new``
-        (a copy; ``self`` is unchanged)."""
-        blocks = where // exit.block
-        right = exit.right[where]
+        """The sums after some samples change code ``old`` → ``new`` (each ``(n,)``) in every
+        exit: ``where`` intp ``(T·n,)`` their positions in the flattened ``(T, nb·B)`` sorted
+        orders (type-major); ``right``: int8 ``(T, nb·B)`` the exits' correctness. A copy;
+        ``self`` is unchanged."""
+        types, count, positions = self.rest.shape
+        size = types * count
+        blocks = where // block  # flat block index: whole blocks per type
+        right = np.take(right, where)
+        old, new = np.tile(old, types), np.tile(new, types)
         before, after = element_gain(right, old), element_gain(right, new)
-        count = self.gain.shape[0]
-        gain = self.gain + np.bincount(blocks, after.astype(np.float64) - before, count
-                                       ).astype(np.int64)
-        raises = self.raises + np.bincount(
-            blocks, (after > 0).astype(np.float64) - (before > 0), count).astype(np.int64)
-        positions = self.rest.shape[1]
+        delta = np.bincount(blocks, (after - before).astype(np.float64), size)
+        gain = self.gain + delta.astype(np.int64).reshape(types, count)
+        raised = (after > 0).astype(np.float64) - (before > 0)
+        raises = self.raises + np.bincount(blocks, raised, size).astype(np.int64).reshape(
+            types, count)
         left, came = old >= 0, new >= 0
-        rest = self.rest.ravel() - np.bincount(
-            blocks[left] * positions + (old[left] >> 1), minlength=count * positions)
+        rest = self.rest.ravel() - np.bincount(blocks[left] * positions + (old[left] >> 1),
+                                               minlength=size * positions)
         rest += np.bincount(blocks[came] * positions + (new[came] >> 1),
-                            minlength=count * positions)
-        rest = rest.reshape(self.rest.shape)
-        return BlockSums(gain, raises, rest)
+                            minlength=size * positions)
+        return BlockSums(gain, raises, rest.reshape(self.rest.shape))
 
 
 def element_gain(right: np.ndarray, codes: np.ndarray) -> np.ndarray:
@@ -132,154 +136,172 @@ def element_gain(right: np.ndarray, codes: np.ndarray) -> np.ndarray:
     return (right - (codes & 1)).astype(np.int8, copy=False) * (codes >= 0)
 
 
-def block_sums(exit: ExitOrder, codes: np.ndarray, positions: tuple[int, ...],
+def block_sums(right: np.ndarray, block: int, codes: np.ndarray, positions: tuple[int, ...],
                num_positions: int, gain: np.ndarray | None = None) -> BlockSums:
-    """:class:`BlockSums` of ``codes`` (flat, ``nb·B``: ``2·rest position + rest right``, -1 for
-    elements not arriving) whose rest positions are among ``positions``; ``gain``: their
-    :func:`element_gain` when the caller has it."""
-    starts = np.arange(0, exit.padded, exit.block)
-    arriving = codes >= 0
-    gain = element_gain(exit.right, codes) if gain is None else gain
+    """:class:`BlockSums` of ``codes`` (``(..., nb·B)``: ``2·rest position + rest right``, -1 for
+    elements not arriving) whose rest positions are among ``positions``; ``right``: int8 the
+    exits' correctness (same shape); ``gain``: the :func:`element_gain` when the caller has it."""
+    shape = codes.shape[:-1]
+    flat = codes.reshape(-1)
+    starts = np.arange(0, flat.shape[0], block)
+    arriving = flat >= 0
+    gain = element_gain(right.reshape(-1), flat) if gain is None else gain.reshape(-1)
     rest = np.zeros((starts.shape[0], num_positions), dtype=np.int64)
     if len(positions) == 1:
         rest[:, positions[0]] = _block_sums(arriving, starts)
     else:
-        rest_position = codes >> 1
+        rest_position = flat >> 1
         for r in positions:
             rest[:, r] = _block_sums(rest_position == r, starts)
-    return BlockSums(_block_sums(gain, starts), _block_sums(gain > 0, starts), rest)
+    blocks = shape + (-1,)
+    return BlockSums(_block_sums(gain, starts).reshape(blocks),
+                     _block_sums(gain > 0, starts).reshape(blocks),
+                     rest.reshape(shape + (-1, num_positions)))
 
 
 @dataclass
-class BlockCurve:
-    """Every cut of one (position, exit type) in one situation, λ-independent.
+class CurveSet:
+    """Every cut of ``T`` exit types at one position in one situation, λ-independent.
 
-    ``codes``: int ``(nb·B,)`` per element ``2·rest position + rest right`` (the exit the sample
-    would leave at with this position disabled, and whether it is right there), -1 when the
-    sample does not arrive. ``sums``: their :class:`BlockSums`. ``weights``: float64 ``(P,)``
-    MACs change per leaver by rest position. Accuracy at cut ``j`` (``j`` arriving leavers) is
-    ``(base_correct + G)/N``, mean MACs ``(base_macs + Σ_r c_r·w_r)/N``.
+    ``exits``: the types' :class:`ExitOrder` (same sample count and block). ``codes``: int
+    ``(T, nb·B)`` per element ``2·rest position + rest right`` (the exit the sample would leave at
+    with this position disabled, and whether it is right there), -1 when the sample does not
+    arrive. ``sums``: their :class:`BlockSums` ``(T, …)``. ``weights``: float64 ``(T, P)`` MACs
+    change per leaver by rest position. ``positions``: the rest positions that occur, ascending
+    (the same for every type: the situation's). Accuracy at cut ``j`` (``j`` arriving leavers) is
+    ``(base_correct + G)/N``, mean MACs ``(base_macs[t] + M)/N``.
     """
 
-    exit: ExitOrder
+    exits: list[ExitOrder]
     codes: np.ndarray
     sums: BlockSums
     weights: np.ndarray
     count: int
     base_correct: int
-    base_macs: float
-    positions: tuple[int, ...] = field(init=False)  # rest positions that occur, ascending
-    gain_start: np.ndarray = field(init=False)  # int64 (nb + 1,) G at each block start
-    macs_start: np.ndarray = field(init=False)  # float64 (nb + 1,) M at each block start
-    arrive_start: np.ndarray = field(init=False)  # int64 (nb + 1,) arriving before each block
-    saves: np.ndarray = field(init=False)  # float64 (nb,) MACs the block's leavers can save
-    adds: np.ndarray = field(init=False)  # float64 (nb,) MACs the block's leavers can add
-    steps: np.ndarray = field(init=False)  # float64 (2P + 1,) MACs change by code + 1
+    base_macs: np.ndarray
+    positions: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        blocks, block = self.exit.valid.shape
-        occurring = np.flatnonzero(self.sums.rest.sum(axis=0))
-        self.positions = tuple(int(r) for r in occurring) or (self.weights.shape[0] - 1,)
-        rest_block = self.sums.rest[:, list(self.positions)]
-        rest_start = np.zeros((blocks + 1, len(self.positions)), dtype=np.int64)
-        np.cumsum(rest_block, axis=0, out=rest_start[1:])
-        self.gain_start = np.zeros(blocks + 1, dtype=np.int64)
-        np.cumsum(self.sums.gain, out=self.gain_start[1:])
-        # M at each block start, and per block the MACs its leavers can save or add at most.
-        weights = self.weights[list(self.positions)]
-        both = np.stack([weights, np.maximum(-weights, 0.0), np.maximum(weights, 0.0)], axis=1)
-        self.macs_start = np.einsum("br,r->b", rest_start.astype(np.float64), weights)
-        self.saves, self.adds = np.einsum("br,rk->kb", rest_block.astype(np.float64),
-                                          both[:, 1:])
-        self.arrive_start = rest_start.sum(axis=1)
-        # MACs change per element by code + 1 (0 for samples not arriving).
-        self.steps = np.zeros(2 * self.weights.shape[0] + 1, dtype=np.float64)
-        self.steps[1::2] = self.weights
-        self.steps[2::2] = self.weights
-        self.codes = self.codes.reshape(blocks, block)
+        first = self.exits[0]
+        types = len(self.exits)
+        blocks, block = first.valid.shape
+        if types == 1:
+            self.right = first.right.reshape(1, blocks, block)
+            self.valid = first.valid[None]
+            self.boundary_valid = first.boundary_valid[None]
+        else:
+            self.right = np.stack([e.right for e in self.exits]).reshape(types, blocks, block)
+            self.valid = np.stack([e.valid for e in self.exits])
+            self.boundary_valid = np.stack([e.boundary_valid for e in self.exits])
+        self.codes = self.codes.reshape(types, blocks, block)
+        rest_block = self.sums.rest[:, :, list(self.positions)].astype(np.float64)
+        rest_start = np.zeros((types, blocks + 1, len(self.positions)), dtype=np.float64)
+        np.cumsum(rest_block, axis=1, out=rest_start[:, 1:])  # counts: exact in float64
+        self.rest_start = rest_start
+        self.gain_start = np.zeros((types, blocks + 1), dtype=np.int64)
+        np.cumsum(self.sums.gain, axis=1, out=self.gain_start[:, 1:])
+        # M at each block start (Σ_r c_r·w_r, r ascending), and per block the MACs its
+        # leavers can save or add at most.
+        weights = self.weights[:, list(self.positions)]  # (T, R)
+        self.macs_start = rest_start[:, :, 0] * weights[:, :1]
+        saves = np.maximum(-weights, 0.0)[:, None, :] * rest_block
+        adds = np.maximum(weights, 0.0)[:, None, :] * rest_block
+        for r in range(1, len(self.positions)):
+            self.macs_start = self.macs_start + rest_start[:, :, r] * weights[:, r:r + 1]
+        self.saves, self.adds = saves.sum(axis=2), adds.sum(axis=2)
+        # MACs change per element by code + 1 (0 for samples not arriving), per type.
+        self.steps = np.zeros((types, 2 * self.weights.shape[1] + 1), dtype=np.float64)
+        self.steps[:, 1::2] = self.weights
+        self.steps[:, 2::2] = self.weights
+        self._arrive_start: dict[int, np.ndarray] = {}
 
     @property
     def num_samples(self) -> int:
-        return self.exit.num_samples
+        return self.exits[0].num_samples
 
     def best(self, lambdas: np.ndarray, acc_span: float,
              macs_span: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per λ: the first cut of largest value, as ``(j, accuracy, mean MACs)``.
+        """Per type and λ: the first cut of largest value, as ``(j, accuracy, mean MACs)``.
 
-        ``j`` int64 ``(L,)`` is the number of arriving leavers; accuracy and MACs are float64
-        figures of the whole configuration at that cut. A cut's value is ``a·G − b·M`` with
-        ``M`` the MACs moved: the sum over rest positions at its block's start plus the
-        elements' changes inside the block, added in order (the same float for a cut wherever
-        it is evaluated).
+        Each int64/float64 ``(T, L)``: ``j`` is the number of arriving leavers; accuracy and MACs
+        are figures of the whole configuration at that cut. A cut's value is ``a·G − b·M`` with
+        ``M`` the MACs moved: the block start's ``M`` plus the elements' changes inside the
+        block, added in order (the same float for a cut wherever it is evaluated).
         """
         lambdas = np.asarray(lambdas, dtype=np.float64)
         total = self.num_samples
-        weight_acc = (lambdas / (total * acc_span))[:, None]
-        weight_macs = ((1.0 - lambdas) / (total * macs_span))[:, None]
-        boundary = self.gain_start * weight_acc - self.macs_start * weight_macs  # (L, nb+1)
-        lower = np.where(self.exit.boundary_valid, boundary, -np.inf).max(axis=1)
-        upper = (boundary[:, :-1] + weight_acc * self.sums.raises
-                 + np.where(weight_macs >= 0, weight_macs * self.saves, -weight_macs * self.adds))
-        slack = BOUND_SLACK * total * (np.abs(weight_acc[:, 0]) + np.abs(weight_macs[:, 0])
-                                       * np.abs(self.steps).max())
-
+        types, blocks, block = self.codes.shape
         count = lambdas.shape[0]
-        gained = np.zeros(count, dtype=np.int64)
-        moved = np.zeros(count, dtype=np.float64)
-        cut = np.zeros(count, dtype=np.int64)
-        candidate = upper >= (lower - slack)[:, None]  # (L, nb)
-        if count == 1:  # one λ: its candidate blocks, no pairing
-            blocks = np.flatnonzero(candidate[0])
-        else:
-            blocks = np.flatnonzero(candidate.any(axis=0))
-        if blocks.shape[0] == 0:
-            return (cut, (self.base_correct + gained) / total, (self.base_macs + moved) / total)
-        codes = self.codes[blocks]
-        right = self.exit.right.reshape(self.codes.shape)[blocks]
-        gain = np.cumsum(element_gain(right, codes), axis=1, dtype=np.int64)
-        gain += self.gain_start[blocks][:, None]
-        macs = np.cumsum(np.take(self.steps, codes.astype(np.intp) + 1), axis=1)
-        macs += self.macs_start[blocks][:, None]
-        invalid = ~self.exit.valid[blocks]
-        if count == 1:
-            value = gain * weight_acc[0, 0] - macs * weight_macs[0, 0]
-            value[invalid] = -np.inf
-            where = int(np.argmax(value))
-            row, col = np.divmod(np.asarray([where]), gain.shape[1])
-            # Cut 0 (value 0) comes first: a later cut wins only when strictly better.
-            chosen = np.flatnonzero(value.ravel()[where:where + 1] > 0.0)
-            row, col = row[chosen], col[chosen]
-        else:
-            # Each λ scans only its own candidate blocks: (λ, block) pairs, λ-major, blocks
-            # ascending, so the first maximum of a λ's pairs is its first best cut.
-            lam, pair = np.nonzero(candidate[:, blocks])
-            value = gain[pair] * weight_acc[lam] - macs[pair] * weight_macs[lam]  # (pairs, B)
-            value[invalid[pair]] = -np.inf
+        weight_acc = lambdas / (total * acc_span)  # (L,)
+        weight_macs = (1.0 - lambdas) / (total * macs_span)
+        a, b = weight_acc[None, :, None], weight_macs[None, :, None]
+        boundary = self.gain_start[:, None, :] * a - self.macs_start[:, None, :] * b  # (T,L,nb+1)
+        lower = np.where(self.boundary_valid[:, None, :], boundary, -np.inf).max(axis=2)
+        upper = (boundary[:, :, :-1] + a * self.sums.raises[:, None, :]
+                 + np.where(b >= 0, b * self.saves[:, None, :], -b * self.adds[:, None, :]))
+        reach = np.abs(self.steps).max(axis=1)[:, None]  # (T, 1)
+        slack = BOUND_SLACK * total * (np.abs(weight_acc)[None, :]
+                                       + np.abs(weight_macs)[None, :] * reach)
+        candidate = upper >= (lower - slack)[:, :, None]  # (T, L, nb)
+
+        gained = np.zeros(types * count, dtype=np.int64)
+        moved = np.zeros(types * count, dtype=np.float64)
+        cut = np.zeros(types * count, dtype=np.int64)
+        kind, where = np.nonzero(candidate.any(axis=1))  # (type, block) to scan, U of them
+        if kind.shape[0]:
+            codes = self.codes[kind, where]  # (U, B)
+            gain = np.cumsum(element_gain(self.right[kind, where], codes), axis=1,
+                             dtype=np.int64)
+            gain += self.gain_start[kind, where][:, None]
+            steps = np.take(self.steps.ravel(), codes.astype(np.intp)
+                            + (1 + kind * self.steps.shape[1])[:, None])
+            macs = np.cumsum(steps, axis=1)
+            macs += self.macs_start[kind, where][:, None]
+            invalid = ~self.valid[kind, where]
+            scanned = np.full((types, blocks), -1, dtype=np.intp)
+            scanned[kind, where] = np.arange(kind.shape[0])
+            # (type, λ, block) triples, sorted: the first maximum of a (type, λ) group is its
+            # first best cut.
+            kinds, lam, blk = np.nonzero(candidate)
+            row = scanned[kinds, blk]
+            value = gain[row] * weight_acc[lam][:, None] - macs[row] * weight_macs[lam][:, None]
+            value[invalid[row]] = -np.inf
             column = np.argmax(value, axis=1)
-            peak = value[np.arange(pair.shape[0]), column]
-            top = np.full(count, -np.inf)
-            np.maximum.at(top, lam, peak)
-            at_top = np.flatnonzero(peak == top[lam])
-            first = at_top[_run_starts(lam[at_top])]
+            peak = value[np.arange(row.shape[0]), column]
+            group = kinds * count + lam
+            top = np.full(types * count, -np.inf)
+            np.maximum.at(top, group, peak)
+            at_top = np.flatnonzero(peak == top[group])
+            first = at_top[_run_starts(group[at_top])]
             first = first[peak[first] > 0.0]  # cut 0 (value 0) wins ties
-            chosen, row, col = lam[first], pair[first], column[first]
-        gained[chosen] = gain[row, col]
-        moved[chosen] = macs[row, col]
-        arriving = np.cumsum(codes[row] >= 0, axis=1)
-        cut[chosen] = self.arrive_start[blocks[row]] + arriving[np.arange(row.shape[0]), col]
-        return (cut, (self.base_correct + gained) / total, (self.base_macs + moved) / total)
+            chosen, row, column = group[first], row[first], column[first]
+            gained[chosen] = gain[row, column]
+            moved[chosen] = macs[row, column]
+            arriving = np.cumsum(codes[row] >= 0, axis=1)[np.arange(row.shape[0]), column]
+            before = self.rest_start[kind[row], where[row]].sum(axis=1).astype(np.int64)
+            cut[chosen] = before + arriving
+        shape = (types, count)
+        return (cut.reshape(shape), (self.base_correct + gained.reshape(shape)) / total,
+                (self.base_macs[:, None] + moved.reshape(shape)) / total)
 
-    def _element(self, index: int) -> int:
-        """Sorted-order position of the ``index``-th (0-based) arriving element."""
-        block = int(np.searchsorted(self.arrive_start, index, side="right")) - 1
-        inside = np.flatnonzero(self.codes[block] >= 0)[index - self.arrive_start[block]]
-        return block * self.exit.block + int(inside)
+    def _element(self, kind: int, index: int) -> int:
+        """Sorted-order position of the ``index``-th (0-based) arriving element of type
+        ``kind``."""
+        starts = self._arrive_start.get(kind)
+        if starts is None:
+            starts = self.rest_start[kind].sum(axis=1).astype(np.int64)
+            self._arrive_start[kind] = starts
+        block = int(np.searchsorted(starts, index, side="right")) - 1
+        inside = np.flatnonzero(self.codes[kind, block] >= 0)[index - starts[block]]
+        return block * self.codes.shape[2] + int(inside)
 
-    def threshold(self, cuts: np.ndarray) -> np.ndarray:
-        """float64 threshold letting exactly ``cuts`` arriving samples leave: 1 when none, 0
-        when all, else the midpoint of the last leaver's and the first stayer's confidences."""
+    def threshold(self, kind: int, cuts: np.ndarray) -> np.ndarray:
+        """float64 threshold letting exactly ``cuts`` arriving samples of type ``kind`` leave: 1
+        when none, 0 when all, else the midpoint of the last leaver's and the first stayer's
+        confidences."""
         cuts = np.asarray(cuts)
         out = np.empty(cuts.shape, dtype=np.float64)
+        conf = self.exits[kind].conf
         for at, cut in np.ndenumerate(cuts):
             cut = int(cut)
             if cut == 0 or self.count == 0:
@@ -287,10 +309,33 @@ class BlockCurve:
             elif cut >= self.count:
                 out[at] = 0.0
             else:
-                upper = float(self.exit.conf[self._element(cut - 1)])
-                lower = float(self.exit.conf[self._element(cut)])
-                out[at] = midpoint(upper, lower)
+                out[at] = midpoint(float(conf[self._element(kind, cut - 1)]),
+                                   float(conf[self._element(kind, cut)]))
         return out
+
+
+class BlockCurve:
+    """The cuts of one exit type: a :class:`CurveSet` of one (``sums`` and ``codes`` without
+    the type axis, ``weights`` ``(P,)``, ``base_macs`` a float)."""
+
+    def __init__(self, exit: ExitOrder, codes: np.ndarray, sums: BlockSums, weights: np.ndarray,
+                 count: int, base_correct: int, base_macs: float,
+                 positions: tuple[int, ...]) -> None:
+        self.count = count
+        self.set = CurveSet([exit], codes[None], BlockSums(sums.gain[None], sums.raises[None],
+                                                           sums.rest[None]),
+                            weights[None], count, base_correct, np.asarray([base_macs]),
+                            positions)
+
+    def best(self, lambdas: np.ndarray, acc_span: float,
+             macs_span: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per λ: ``(j, accuracy, mean MACs)`` of the first best cut (see :meth:`CurveSet.best`)."""
+        cut, acc, macs = self.set.best(lambdas, acc_span, macs_span)
+        return cut[0], acc[0], macs[0]
+
+    def threshold(self, cuts: np.ndarray) -> np.ndarray:
+        """See :meth:`CurveSet.threshold`."""
+        return self.set.threshold(0, cuts)
 
 
 def _run_starts(values: np.ndarray) -> np.ndarray:
@@ -302,8 +347,8 @@ def _run_starts(values: np.ndarray) -> np.ndarray:
 
 
 def _block_sums(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """int64 sum of each block of ``values`` (bool or int8 in ``[-1, 1]``, flat, whole blocks);
-    summed in int16 (a block holds fewer than 2**15 samples), the fastest numpy reduction."""
+    """int64 sum of each block of ``values`` (bool or int8 in ``[-2, 2]``, flat, whole blocks);
+    summed in int16 (a block holds fewer than 2**14 samples), the fastest numpy reduction."""
     if values.dtype == bool:
         values = values.view(np.int8)
     return np.add.reduceat(values, starts, dtype=np.int16).astype(np.int64)

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dyce.cuts import BlockCurve, BlockSums, ExitOrder, block_sums, exit_order
+from dyce.cuts import BLOCK, BlockCurve, BlockSums, CurveSet, ExitOrder, block_sums, exit_order
 from dyce.errors import DyceError
 from dyce.evaluate import (
     CALIBRATION_QUANTILE,
@@ -508,6 +508,7 @@ class _Searcher:
         self._sorted: dict[int, _ExitTable] = {}
         self._orders: dict[int, ExitOrder] = {}
         self._ranks: dict[int, np.ndarray] = {}
+        self._rights: dict[int, np.ndarray] = {}
         self._all_arrive: np.ndarray | None = None
         self._ramp: np.ndarray | None = None
         self._local = threading.local()  # per-thread scratch buffers of the curves
@@ -518,6 +519,8 @@ class _Searcher:
         if workers < 1:
             raise DyceError(f"must be at least 1, got {threads!r}", field="threads")
         workers = min(workers, self.num_types)
+        #: blocks of each exit's sorted order (:mod:`dyce.cuts`)
+        self.blocks_per_exit = max(1, -(-self.num_samples // BLOCK))
         #: dtype of rest codes ``2·position + right`` (-1: not arriving)
         self.code_type = np.int8 if 2 * self.num_positions < 127 else np.int32
         self._pool = ThreadPoolExecutor(workers) if workers > 1 else None
@@ -571,14 +574,27 @@ class _Searcher:
             self._orders[row] = order
         return order
 
-    def rank(self, row: int) -> np.ndarray:
-        """int32 ``(N,)``: each sample's place in the exit's sorted order (once per exit)."""
-        rank = self._ranks.get(row)
-        if rank is None:
-            rank = np.empty(self.num_samples, dtype=np.int32)
-            rank[self.exit_order(row).order] = np.arange(self.num_samples, dtype=np.int32)
-            self._ranks[row] = rank
-        return rank
+    def ranks(self, p: int) -> np.ndarray:
+        """int32 ``(T, N)``: each sample's place in the sorted order of every exit type at
+        position ``p`` (once per position)."""
+        ranks = self._ranks.get(p)
+        if ranks is None:
+            ranks = np.empty((self.num_types, self.num_samples), dtype=np.int32)
+            for k in range(self.num_types):
+                order = self.exit_order(self.records.exit_index(p, k)).order
+                ranks[k, order] = np.arange(self.num_samples, dtype=np.int32)
+            self._ranks[p] = ranks
+        return ranks
+
+    def rights(self, p: int) -> np.ndarray:
+        """int8 ``(T, nb·B)``: whether each exit type at position ``p`` is right, in its sorted
+        order (once per position)."""
+        rights = self._rights.get(p)
+        if rights is None:
+            rights = np.stack([self.exit_order(self.records.exit_index(p, k)).right
+                               for k in range(self.num_types)])
+            self._rights[p] = rights
+        return rights
 
     def calibrated(self, counts: list, corrects: list) -> np.ndarray | float:
         """Calibrated accuracy from per-position counts (scalars or arrays over cuts)."""
@@ -646,23 +662,40 @@ class _Searcher:
             np.take(situation.rest_code, exit.order, out=codes[:num_samples])
             codes[num_samples:] = -1
             positions = tuple(int(q) for q in np.flatnonzero(situation.rest_counts > 0))
-        sums = block_sums(exit, codes, positions or (self.num_positions - 1,), self.num_positions,
-                          gain)
-        return self._block_curve(situation, exit_type, exit, codes, sums)
+        positions = positions or (self.num_positions - 1,)
+        sums = block_sums(exit.right, exit.block, codes, positions, self.num_positions, gain)
+        weights, base_macs = self.leaver_macs(situation, exit_type)
+        return BlockCurve(exit, codes, sums, weights, int(situation.rest_counts.sum()),
+                          self.base_correct(situation), base_macs, positions)
 
-    def _block_curve(self, situation: _Situation, exit_type: int, exit: ExitOrder,
-                     codes: np.ndarray, sums: BlockSums) -> BlockCurve:
-        """:class:`BlockCurve` of given codes and sums with the situation's MACs and counts."""
+    def leaver_macs(self, situation: _Situation, exit_type: int) -> tuple[np.ndarray, float]:
+        """float64 ``(P,)`` MACs change of a leaver of ``exit_type`` at the situation's position
+        by rest position, and the total MACs when none leaves there (every arriving sample pays
+        the head)."""
         p = situation.position
         head = float(self.head[exit_type, p])
         leave_cost = float(self.backbone[p]) + (situation.passed + head)
-        # MACs change per leaver, by rest position.
-        weights = (leave_cost - head) - situation.rest_table
         count = int(situation.rest_counts.sum())
         base_macs = situation.fixed_macs + float(situation.rest_counts @ situation.rest_table) \
             + count * head
-        base_correct = int(situation.fixed_correct.sum()) + int(situation.rest_correct_counts.sum())
-        return BlockCurve(exit, codes, sums, weights, count, base_correct, base_macs)
+        return (leave_cost - head) - situation.rest_table, base_macs
+
+    @staticmethod
+    def base_correct(situation: _Situation) -> int:
+        """Right samples when none leaves at the situation's position."""
+        return int(situation.fixed_correct.sum()) + int(situation.rest_correct_counts.sum())
+
+    def curve_set(self, situation: _Situation, codes: np.ndarray, sums: BlockSums) -> CurveSet:
+        """:class:`CurveSet` of every exit type at the situation's position from their codes
+        ``(T, nb·B)`` and sums."""
+        p = situation.position
+        per_type = [self.leaver_macs(situation, k) for k in range(self.num_types)]
+        occurring = np.flatnonzero(situation.rest_counts > 0)
+        positions = tuple(int(q) for q in occurring) or (self.num_positions - 1,)
+        exits = [self.exit_order(self.records.exit_index(p, k)) for k in range(self.num_types)]
+        return CurveSet(exits, codes, sums, np.stack([w for w, _ in per_type]),
+                        int(situation.rest_counts.sum()), self.base_correct(situation),
+                        np.asarray([m for _, m in per_type]), positions)
 
     def compact_curve(self, situation: _Situation, exit_type: int) -> _Curve:
         """Every valid cut of ``exit_type`` at the situation's position, over the arriving

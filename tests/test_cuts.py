@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dyce.cuts import BlockCurve, block_sums, exit_order
+from dyce.cuts import BlockCurve, BlockSums, block_sums, exit_order
 from dyce.evaluate import exceeds
 
 
@@ -62,9 +62,9 @@ def test_pruned_scan_finds_the_first_best_cut_of_a_full_scan(data, size, block, 
     codes = np.full(exit.padded, -1, np.int8)
     codes[:size] = np.where(arriving, 2 * rest + rest_right, -1)
     present = tuple(r for r in range(positions) if np.any(rest == r)) or (0,)
-    sums = block_sums(exit, codes, present, positions)
+    sums = block_sums(exit.right, block, codes, present, positions)
     curve = BlockCurve(exit, codes, sums, weights, int(arriving.sum()), base_correct=3,
-                       base_macs=7.0)
+                       base_macs=7.0, positions=present)
     cut, acc, macs = curve.best(lambdas, acc_span=0.7, macs_span=5.0)
     expected = brute_force_best(conf, arriving, gain, rest, weights, lambdas, 0.7, 5.0, 3, 7.0)
     assert [(int(c), float(a), float(m)) for c, a, m in zip(cut, acc, macs, strict=True)] == \
@@ -88,8 +88,9 @@ def test_updating_block_sums_equals_summing_the_updated_codes(data, size, block)
                       np.zeros(size, bool), block=block)
     padded = [np.full(exit.padded, -1, np.int8) for _ in range(2)]
     padded[0][:size], padded[1][:size] = old, new
-    updated = block_sums(exit, padded[0], (0, 1, 2), 3).updated(exit, where, old[where],
-                                                                  new[where])
-    fresh = block_sums(exit, padded[1], (0, 1, 2), 3)
+    updated = block_sums(exit.right, block, padded[0], (0, 1, 2), 3)
+    updated = BlockSums(updated.gain[None], updated.raises[None], updated.rest[None]).updated(
+        exit.right[None], block, where, old[where], new[where])
+    fresh = block_sums(exit.right, block, padded[1], (0, 1, 2), 3)
     for name in ("gain", "raises", "rest"):
-        assert np.array_equal(getattr(updated, name), getattr(fresh, name)), name
+        assert np.array_equal(getattr(updated, name)[0], getattr(fresh, name)), name
