@@ -91,6 +91,28 @@ def exit_order(order: np.ndarray, conf: np.ndarray, right: np.ndarray, final_rig
                      cut_valid[::block].copy(), block)
 
 
+@dataclass(frozen=True)
+class ExitStack:
+    """The exit types of one position, stacked: ``orders`` their :class:`ExitOrder`; ``right``
+    and ``final_right`` int8 ``(T, nb, B)``; ``valid`` bool ``(T, nb, B)``; ``boundary_valid``
+    bool ``(T, nb + 1)``."""
+
+    orders: list[ExitOrder]
+    right: np.ndarray
+    final_right: np.ndarray
+    valid: np.ndarray
+    boundary_valid: np.ndarray
+
+
+def stack_exits(orders: list[ExitOrder]) -> ExitStack:
+    """:class:`ExitStack` of exits with the same sample count and block."""
+    shape = (len(orders),) + orders[0].valid.shape
+    return ExitStack(list(orders), np.stack([e.right for e in orders]).reshape(shape),
+                     np.stack([e.final_right for e in orders]).reshape(shape),
+                     np.stack([e.valid for e in orders]),
+                     np.stack([e.boundary_valid for e in orders]))
+
+
 @dataclass
 class BlockSums:
     """Per block of exits' sorted orders in one situation (``T`` exits, ``nb`` blocks, ``P``
@@ -163,7 +185,7 @@ def block_sums(right: np.ndarray, block: int, codes: np.ndarray, positions: tupl
 class CurveSet:
     """Every cut of ``T`` exit types at one position in one situation, λ-independent.
 
-    ``exits``: the types' :class:`ExitOrder` (same sample count and block). ``codes``: int
+    ``exits``: the types' stacked :class:`ExitOrder`. ``codes``: int
     ``(T, nb·B)`` per element ``2·rest position + rest right`` (the exit the sample would leave at
     with this position disabled, and whether it is right there), -1 when the sample does not
     arrive. ``sums``: their :class:`BlockSums` ``(T, …)``. ``weights``: float64 ``(T, P)`` MACs
@@ -172,7 +194,7 @@ class CurveSet:
     ``(base_correct + G)/N``, mean MACs ``(base_macs[t] + M)/N``.
     """
 
-    exits: list[ExitOrder]
+    exits: ExitStack
     codes: np.ndarray
     sums: BlockSums
     weights: np.ndarray
@@ -182,17 +204,9 @@ class CurveSet:
     positions: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        first = self.exits[0]
-        types = len(self.exits)
-        blocks, block = first.valid.shape
-        if types == 1:
-            self.right = first.right.reshape(1, blocks, block)
-            self.valid = first.valid[None]
-            self.boundary_valid = first.boundary_valid[None]
-        else:
-            self.right = np.stack([e.right for e in self.exits]).reshape(types, blocks, block)
-            self.valid = np.stack([e.valid for e in self.exits])
-            self.boundary_valid = np.stack([e.boundary_valid for e in self.exits])
+        types, blocks, block = self.exits.valid.shape
+        self.right, self.valid = self.exits.right, self.exits.valid
+        self.boundary_valid = self.exits.boundary_valid
         self.codes = self.codes.reshape(types, blocks, block)
         rest_block = self.sums.rest[:, :, list(self.positions)].astype(np.float64)
         rest_start = np.zeros((types, blocks + 1, len(self.positions)), dtype=np.float64)
@@ -217,7 +231,7 @@ class CurveSet:
 
     @property
     def num_samples(self) -> int:
-        return self.exits[0].num_samples
+        return self.exits.orders[0].num_samples
 
     def best(self, lambdas: np.ndarray, acc_span: float,
              macs_span: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -301,7 +315,7 @@ class CurveSet:
         confidences."""
         cuts = np.asarray(cuts)
         out = np.empty(cuts.shape, dtype=np.float64)
-        conf = self.exits[kind].conf
+        conf = self.exits.orders[kind].conf
         for at, cut in np.ndenumerate(cuts):
             cut = int(cut)
             if cut == 0 or self.count == 0:
@@ -322,7 +336,7 @@ class BlockCurve:
                  count: int, base_correct: int, base_macs: float,
                  positions: tuple[int, ...]) -> None:
         self.count = count
-        self.set = CurveSet([exit], codes[None], BlockSums(sums.gain[None], sums.raises[None],
+        self.set = CurveSet(stack_exits([exit]), codes[None], BlockSums(sums.gain[None], sums.raises[None],
                                                            sums.rest[None]),
                             weights[None], count, base_correct, np.asarray([base_macs]),
                             positions)

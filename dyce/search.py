@@ -35,7 +35,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dyce.cuts import BLOCK, BlockCurve, BlockSums, CurveSet, ExitOrder, block_sums, exit_order
+from dyce.cuts import (
+    BLOCK,
+    BlockCurve,
+    BlockSums,
+    CurveSet,
+    ExitOrder,
+    ExitStack,
+    block_sums,
+    exit_order,
+    stack_exits,
+)
 from dyce.errors import DyceError
 from dyce.evaluate import (
     CALIBRATION_QUANTILE,
@@ -508,7 +518,7 @@ class _Searcher:
         self._sorted: dict[int, _ExitTable] = {}
         self._orders: dict[int, ExitOrder] = {}
         self._ranks: dict[int, np.ndarray] = {}
-        self._rights: dict[int, np.ndarray] = {}
+        self._stacks: dict[int, ExitStack] = {}
         self._all_arrive: np.ndarray | None = None
         self._ramp: np.ndarray | None = None
         self._local = threading.local()  # per-thread scratch buffers of the curves
@@ -586,15 +596,26 @@ class _Searcher:
             self._ranks[p] = ranks
         return ranks
 
+    def exit_stack(self, p: int) -> ExitStack:
+        """Every exit type's sorted order at position ``p``, stacked (once per position)."""
+        stack = self._stacks.get(p)
+        if stack is None:
+            stack = stack_exits([self.exit_order(self.records.exit_index(p, k))
+                                 for k in range(self.num_types)])
+            self._stacks[p] = stack
+        return stack
+
     def rights(self, p: int) -> np.ndarray:
         """int8 ``(T, nb·B)``: whether each exit type at position ``p`` is right, in its sorted
-        order (once per position)."""
-        rights = self._rights.get(p)
-        if rights is None:
-            rights = np.stack([self.exit_order(self.records.exit_index(p, k)).right
-                               for k in range(self.num_types)])
-            self._rights[p] = rights
-        return rights
+        order."""
+        right = self.exit_stack(p).right
+        return right.reshape(right.shape[0], -1)
+
+    def final_rights(self, p: int) -> np.ndarray:
+        """int8 ``(T, nb·B)``: whether the final head is right, in the sorted order of each exit
+        type at position ``p``."""
+        final = self.exit_stack(p).final_right
+        return final.reshape(final.shape[0], -1)
 
     def calibrated(self, counts: list, corrects: list) -> np.ndarray | float:
         """Calibrated accuracy from per-position counts (scalars or arrays over cuts)."""
@@ -692,8 +713,7 @@ class _Searcher:
         per_type = [self.leaver_macs(situation, k) for k in range(self.num_types)]
         occurring = np.flatnonzero(situation.rest_counts > 0)
         positions = tuple(int(q) for q in occurring) or (self.num_positions - 1,)
-        exits = [self.exit_order(self.records.exit_index(p, k)) for k in range(self.num_types)]
-        return CurveSet(exits, codes, sums, np.stack([w for w, _ in per_type]),
+        return CurveSet(self.exit_stack(p), codes, sums, np.stack([w for w, _ in per_type]),
                         int(situation.rest_counts.sum()), self.base_correct(situation),
                         np.asarray([m for _, m in per_type]), positions)
 
@@ -869,13 +889,8 @@ class _Searcher:
         cut_index = np.zeros(ids.shape[0], dtype=np.int64)
         none_acc, none_macs = self.none_option(situation)
         none_cost = cost(none_acc, none_macs, lam, self.scale)
-        def curve_and_best(exit_type: int) -> tuple[_Curve | BlockCurve, np.ndarray, np.ndarray]:
-            curve = self.curve(situation, exit_type)
-            return (curve, *self.best_cuts(curve, lam))
-
-        curves: list[_Curve | BlockCurve] = []
-        for exit_type, (curve, best, costs) in enumerate(self.map_types(curve_and_best)):
-            curves.append(curve)
+        thresholds = self.onepass_options(situation, lam)
+        for exit_type, (best, costs) in enumerate(thresholds.options):
             better = costs <= best_cost  # later types win ties, as the original
             best_cost = np.where(better, costs, best_cost)
             choice = np.where(better, exit_type, choice)
@@ -895,8 +910,7 @@ class _Searcher:
                                      node.exit_counts, node.correct_counts, node.left_macs,
                                      member_cost)
             else:
-                curve = curves[exit_type]
-                threshold = float(curve.threshold(np.asarray([index]))[0])
+                threshold = thresholds.threshold(exit_type, index)
                 row = self.records.exit_index(p, exit_type)
                 leaving = exceeds(self.confs[row], threshold)
                 if node.arrive is not None:
@@ -918,6 +932,49 @@ class _Searcher:
                                      node.left_macs + exits * leave_cost, member_cost)
             children.append((child, ids[members]))
         return children
+
+    def onepass_options(self, situation: _Situation, lam: np.ndarray) -> _Options:
+        """Every exit type's cheapest cut and cost per λ at a onepass situation: all types in
+        one :class:`CurveSet` in one thread, else one curve per type (in worker threads, or
+        calibrated)."""
+        if self._pool is None and not self.calibration:
+            curves = self.onepass_curves(situation)
+            cut, acc, macs = curves.best(lam, self.scale.acc_span, self.scale.macs_span)
+            costs = cost(acc, macs, lam[None, :], self.scale)
+            return _Options(list(zip(cut, costs, strict=True)),
+                            lambda k, j: float(curves.threshold(k, np.asarray([j]))[0]))
+
+        def curve_and_best(exit_type: int) -> tuple[_Curve | BlockCurve, np.ndarray, np.ndarray]:
+            curve = self.curve(situation, exit_type)
+            return (curve, *self.best_cuts(curve, lam))
+
+        found = self.map_types(curve_and_best)
+        return _Options([(best, costs) for _, best, costs in found],
+                        lambda k, j: float(found[k][0].threshold(np.asarray([j]))[0]))
+
+    def onepass_curves(self, situation: _Situation) -> CurveSet:
+        """:class:`CurveSet` of every exit type at a situation where every arriving sample
+        would reach the final head (``rest_code`` ``None``)."""
+        p = situation.position
+        rights, finals = self.rights(p), self.final_rights(p)
+        codes = finals.astype(self.code_type)
+        codes += self.code_type(2 * (self.num_positions - 1))
+        gain = rights - finals
+        if situation.arrive is None:
+            codes[:, self.num_samples:] = -1
+        else:
+            arrive = np.zeros(rights.shape, dtype=np.int8)
+            for exit_type in range(self.num_types):
+                order = self.exit_order(self.records.exit_index(p, exit_type)).order
+                np.take(situation.arrive.view(np.int8), order,
+                        out=arrive[exit_type, :self.num_samples])
+            codes += 1
+            codes *= arrive
+            codes -= 1
+            gain *= arrive
+        sums = block_sums(rights, BLOCK, codes, (self.num_positions - 1,), self.num_positions,
+                          gain)
+        return self.curve_set(situation, codes, sums)
 
     def _finish_onepass(self, node: _OnepassNode, ids: np.ndarray, lams: np.ndarray,
                         results: list) -> None:
@@ -1022,6 +1079,15 @@ class _Searcher:
                     best_cost[i] = none_cost
                     change[i] = (p, -1, 1.0)
         return best_cost, change
+
+
+@dataclass
+class _Options:
+    """The exit types' options at one onepass step: per type (cheapest cut per λ, its cost
+    per λ), and ``threshold(exit_type, cut)``."""
+
+    options: list[tuple[np.ndarray, np.ndarray]]
+    threshold: Callable[[int, int], float]
 
 
 @dataclass
