@@ -131,13 +131,11 @@ def child_state(searcher: _Searcher, parent: _State, position: int, exit_type: i
         return fresh_state(searcher, node)
     old = fate_codes(searcher, parent.config, labels)
     new = fate_codes(searcher, node.config, labels)
-    tallies, curves = [], []
-    for p in range(searcher.num_positions - 1):
+
+    def update(p: int) -> tuple[np.ndarray, tuple[np.ndarray, BlockSums]]:
         changed = np.flatnonzero(old[p] != new[p]) if p != position else np.zeros(0, np.intp)
         if changed.shape[0] == 0:
-            tallies.append(parent.tallies[p])
-            curves.append(parent.curves[p])
-            continue
+            return parent.tallies[p], parent.curves[p]
         moved, before, after = labels[changed], old[p][changed], new[p][changed]
         tally = parent.tallies[p].copy()
         np.subtract.at(tally, before.astype(np.intp) + 1, 1)
@@ -150,8 +148,11 @@ def child_state(searcher: _Searcher, parent: _State, position: int, exit_type: i
         flat = (where + (np.arange(types) * padded)[:, None]).ravel()
         np.put(codes, flat, np.tile(after, types))
         sums = sums.updated(rights, padded // searcher.blocks_per_exit, flat, before, after)
-        tallies.append(tally)
-        curves.append((codes, sums))
+        return tally, (codes, sums)
+
+    updates = searcher.map(update, range(searcher.num_positions - 1))
+    tallies = [tally for tally, _ in updates]
+    curves = [curve for _, curve in updates]
     return _State(node, tallies, curves)
 
 
@@ -200,11 +201,16 @@ def circular(searcher: _Searcher, lambdas: list[float], *, max_rounds: int,
             lam = lams[ids]
             best_cost = np.full(len(ids), np.inf)
             best: list = [None] * len(ids)
+            todo = [p for p in range(searcher.num_positions - 1)
+                    if any(i not in state.options[p] for i in ids)]
+
+            def compute(p: int, state=state, ids=ids) -> None:
+                missing = [i for i in ids if i not in state.options[p]]
+                options_at(searcher, state, p, lams[missing], missing)
+
+            searcher.map(compute, todo)
             for p in range(searcher.num_positions - 1):
                 found = state.options[p]
-                missing = [i for i in ids if i not in found]
-                if missing:
-                    options_at(searcher, state, p, lams[missing], missing)
                 enabled = state.config[p][0] >= 0
                 for j, member in enumerate(ids):
                     costs, cuts, none_cost = found[member]

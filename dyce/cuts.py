@@ -136,20 +136,28 @@ class BlockSums:
         types, count, positions = self.rest.shape
         size = types * count
         blocks = where // block  # flat block index: whole blocks per type
-        right = np.take(right, where)
-        old, new = np.tile(old, types), np.tile(new, types)
-        before, after = element_gain(right, old), element_gain(right, new)
-        delta = np.bincount(blocks, (after - before).astype(np.float64), size)
-        gain = self.gain + delta.astype(np.int64).reshape(types, count)
-        raised = (after > 0).astype(np.float64) - (before > 0)
-        raises = self.raises + np.bincount(blocks, raised, size).astype(np.int64).reshape(
-            types, count)
+        right = np.take(right, where)  # (T·n,) int8
+        # Per sample (the same in every exit): arrival, right rest fate, and "a right leaver
+        # here would gain" (arrives, rest fate wrong), before and after.
         left, came = old >= 0, new >= 0
-        rest = self.rest.ravel() - np.bincount(blocks[left] * positions + (old[left] >> 1),
-                                               minlength=size * positions)
-        rest += np.bincount(blocks[came] * positions + (new[came] >> 1),
-                            minlength=size * positions)
-        return BlockSums(gain, raises, rest.reshape(self.rest.shape))
+        arrival = came.view(np.int8) - left.view(np.int8)
+        rest_right = (new & 1).astype(np.int8) * came - (old & 1).astype(np.int8) * left
+        gaining = (came & ~(new & 1).astype(bool)).view(np.int8) \
+            - (left & ~(old & 1).astype(bool)).view(np.int8)
+        gain_delta = right * np.tile(arrival, types) - np.tile(rest_right, types)
+        gain = self.gain + np.bincount(blocks, gain_delta.astype(np.float64), size).astype(
+            np.int64).reshape(types, count)
+        raises = self.raises + np.bincount(
+            blocks, (right * np.tile(gaining, types)).astype(np.float64), size).astype(
+            np.int64).reshape(types, count)
+        # Arriving elements by rest position: slot ``positions`` (dropped) for "not arriving".
+        slot_old = np.tile(np.where(left, old >> 1, positions).astype(np.intp), types)
+        slot_new = np.tile(np.where(came, new >> 1, positions).astype(np.intp), types)
+        wide = positions + 1
+        rest = np.bincount(blocks * wide + slot_new, minlength=size * wide)
+        rest -= np.bincount(blocks * wide + slot_old, minlength=size * wide)
+        rest = self.rest + rest.reshape(types, count, wide)[:, :, :positions]
+        return BlockSums(gain, raises, rest)
 
 
 def element_gain(right: np.ndarray, codes: np.ndarray) -> np.ndarray:

@@ -541,6 +541,12 @@ class _Searcher:
             self._pool.shutdown()
             self._pool = None
 
+    def map(self, work: Callable[[int], object], items) -> list:
+        """``[work(i) for i in items]``, in the worker threads when there are any."""
+        if self._pool is None:
+            return [work(item) for item in items]
+        return list(self._pool.map(work, items))
+
     def map_types(self, work: Callable[[int], object]) -> list:
         """``[work(k) for k in range(T)]``, the exit types in parallel when threads allow."""
         if self._pool is None:
