@@ -5,19 +5,20 @@ For a trade-off weight λ the search minimises (see :func:`cost`)::
     cost = λ·(1 − acc) + (1 − λ)·macs
 
 over configurations (``P-1`` pairs ``[exit_type, threshold]``). Thresholds are exact optima: for
-position ``p`` and exit type ``k`` the samples arriving at ``p`` are sorted by confidence once,
-and every cut between distinct confidence values is scored with cumulative sums (the samples
-that do not leave keep their fate under the rest of the configuration and pay head ``k``). The
-minimal cost wins; ties go to the highest threshold (fewest exits). The reported threshold is
-the midpoint between the two confidence values around the cut (``0.0`` when every arriving
-sample leaves, ``1.0`` when none does), so :func:`dyce.evaluate.evaluate_config` of the returned
+position ``p`` and exit type ``k`` every cut of the arriving samples in descending order of
+confidence is considered (the samples that do not leave keep their fate under the rest of the
+configuration and pay head ``k``), with the block-pruned scan of :mod:`dyce.cuts`. The minimal
+cost wins; ties go to the highest threshold (fewest exits). The reported threshold is the
+midpoint between the two confidence values around the cut (``0.0`` when every arriving sample
+leaves, ``1.0`` when none does), so :func:`dyce.evaluate.evaluate_config` of the returned
 configuration reproduces the searched partition exactly.
 
-Work is shared across λ: the per-cut accuracy and MACs of a situation do not depend on λ, so
-``onepass`` walks a tree of λ groups with identical decision prefixes and ``circular`` lets λs
-with identical configurations share a round (and caches each position's best options per
-configuration elsewhere and λ). Within one curve the λs are solved by divide and conquer: the
-first cheapest cut moves monotonically with λ when MACs are monotone along the cuts.
+Work is shared across λ: a cut's accuracy and MACs do not depend on λ, so ``onepass`` walks a
+tree of λ groups with identical decision prefixes (all exit types of a step in one
+:class:`~dyce.cuts.CurveSet`), and ``circular`` (:mod:`dyce.circular`) lets the λs that take the
+same change share the next configuration, derived incrementally from its parent. The calibrated
+search, whose accuracy is not a sum over samples, scans the arriving samples' cuts directly
+(``_Curve``) and runs ``circular`` round by round.
 
 Exact semantics and every tie rule: ``docs/semantics.md``.
 """
