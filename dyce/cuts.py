@@ -23,14 +23,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Samples per block (below 2**15). Smaller blocks bound tighter but cost more per λ
+#: Samples per block (below 2**14: block sums are int16). Smaller blocks bound tighter but
+#: cost more per λ
 #: (see docs/benchmarks.md).
 BLOCK = 128
 
 #: Relative slack of the block bounds against floating-point rounding (values are O(1)).
 BOUND_SLACK = 1e-9
 
-#: Most float64 values the exact scan of one call holds at once (λs are chunked beyond it).
+#: Most float64 values the exact scan holds at once: beyond it the λs are scanned in groups
+#: (bounds that prune little, e.g. long runs of equal confidences, would otherwise need memory
+#: proportional to types × λ × samples).
 SCAN_VALUES = 1 << 22
 
 
@@ -269,42 +272,60 @@ class CurveSet:
         gained = np.zeros(types * count, dtype=np.int64)
         moved = np.zeros(types * count, dtype=np.float64)
         cut = np.zeros(types * count, dtype=np.int64)
-        kind, where = np.nonzero(candidate.any(axis=1))  # (type, block) to scan, U of them
-        if kind.shape[0]:
-            codes = self.codes[kind, where]  # (U, B)
-            gain = np.cumsum(element_gain(self.right[kind, where], codes), axis=1,
-                             dtype=np.int64)
-            gain += self.gain_start[kind, where][:, None]
-            steps = np.take(self.steps.ravel(), codes.astype(np.intp)
-                            + (1 + kind * self.steps.shape[1])[:, None])
-            macs = np.cumsum(steps, axis=1)
-            macs += self.macs_start[kind, where][:, None]
-            invalid = ~self.valid[kind, where]
-            scanned = np.full((types, blocks), -1, dtype=np.intp)
-            scanned[kind, where] = np.arange(kind.shape[0])
-            # (type, λ, block) triples, sorted: the first maximum of a (type, λ) group is its
-            # first best cut.
-            kinds, lam, blk = np.nonzero(candidate)
-            row = scanned[kinds, blk]
-            value = gain[row] * weight_acc[lam][:, None] - macs[row] * weight_macs[lam][:, None]
-            value[invalid[row]] = -np.inf
-            column = np.argmax(value, axis=1)
-            peak = value[np.arange(row.shape[0]), column]
-            group = kinds * count + lam
-            top = np.full(types * count, -np.inf)
-            np.maximum.at(top, group, peak)
-            at_top = np.flatnonzero(peak == top[group])
-            first = at_top[_run_starts(group[at_top])]
-            first = first[peak[first] > 0.0]  # cut 0 (value 0) wins ties
-            chosen, row, column = group[first], row[first], column[first]
-            gained[chosen] = gain[row, column]
-            moved[chosen] = macs[row, column]
-            arriving = np.cumsum(codes[row] >= 0, axis=1)[np.arange(row.shape[0]), column]
-            before = self.rest_start[kind[row], where[row]].sum(axis=1).astype(np.int64)
-            cut[chosen] = before + arriving
+        # λ groups whose (type, λ, block) triples fit SCAN_VALUES (at least one λ each).
+        load = np.cumsum(candidate.sum(axis=(0, 2)) * block)
+        first = 0
+        while first < count:
+            last = max(first + 1, int(np.searchsorted(load, (load[first - 1] if first else 0)
+                                                      + SCAN_VALUES, side="right")))
+            self._scan(candidate[:, first:last], first, count, weight_acc, weight_macs,
+                       gained, moved, cut)
+            first = last
         shape = (types, count)
         return (cut.reshape(shape), (self.base_correct + gained.reshape(shape)) / total,
                 (self.base_macs[:, None] + moved.reshape(shape)) / total)
+
+    def _scan(self, candidate: np.ndarray, offset: int, count: int, weight_acc: np.ndarray,
+              weight_macs: np.ndarray, gained: np.ndarray, moved: np.ndarray,
+              cut: np.ndarray) -> None:
+        """Scan the candidate blocks ``(T, L', nb)`` of λs ``offset … offset+L'-1``; write the
+        winners' ``G``, ``M`` and ``j`` into ``gained``, ``moved``, ``cut`` (flat ``(T·L,)``,
+        zero where cut 0 wins)."""
+        types, blocks, block = self.codes.shape
+        kind, where = np.nonzero(candidate.any(axis=1))  # (type, block) to scan, U of them
+        if kind.shape[0] == 0:
+            return
+        codes = self.codes[kind, where]  # (U, B)
+        gain = np.cumsum(element_gain(self.right[kind, where], codes), axis=1, dtype=np.int64)
+        gain += self.gain_start[kind, where][:, None]
+        steps = np.take(self.steps.ravel(), codes.astype(np.intp)
+                        + (1 + kind * self.steps.shape[1])[:, None])
+        macs = np.cumsum(steps, axis=1)
+        macs += self.macs_start[kind, where][:, None]
+        invalid = ~self.valid[kind, where]
+        scanned = np.full((types, blocks), -1, dtype=np.intp)
+        scanned[kind, where] = np.arange(kind.shape[0])
+        # (type, λ, block) triples, sorted: the first maximum of a (type, λ) group is its first
+        # best cut.
+        kinds, lam, blk = np.nonzero(candidate)
+        lam = lam + offset
+        row = scanned[kinds, blk]
+        value = gain[row] * weight_acc[lam][:, None] - macs[row] * weight_macs[lam][:, None]
+        value[invalid[row]] = -np.inf
+        column = np.argmax(value, axis=1)
+        peak = value[np.arange(row.shape[0]), column]
+        group = kinds * count + lam
+        top = np.full(types * count, -np.inf)
+        np.maximum.at(top, group, peak)
+        at_top = np.flatnonzero(peak == top[group])
+        first = at_top[_run_starts(group[at_top])]
+        first = first[peak[first] > 0.0]  # cut 0 (value 0) wins ties
+        chosen, row, column = group[first], row[first], column[first]
+        gained[chosen] = gain[row, column]
+        moved[chosen] = macs[row, column]
+        arriving = np.cumsum(codes[row] >= 0, axis=1)[np.arange(row.shape[0]), column]
+        before = self.rest_start[kind[row], where[row]].sum(axis=1).astype(np.int64)
+        cut[chosen] = before + arriving
 
     def _element(self, kind: int, index: int) -> int:
         """Sorted-order position of the ``index``-th (0-based) arriving element of type
@@ -369,7 +390,7 @@ def _run_starts(values: np.ndarray) -> np.ndarray:
 
 
 def _block_sums(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """int64 sum of each block of ``values`` (bool or int8 in ``[-2, 2]``, flat, whole blocks);
+    """int64 sum of each block of ``values`` (bool or int8 in ``[-1, 1]``, flat, whole blocks);
     summed in int16 (a block holds fewer than 2**14 samples), the fastest numpy reduction."""
     if values.dtype == bool:
         values = values.view(np.int8)

@@ -979,8 +979,8 @@ class _Searcher:
             codes *= arrive
             codes -= 1
             gain *= arrive
-        sums = block_sums(rights, BLOCK, codes, (self.num_positions - 1,), self.num_positions,
-                          gain)
+        sums = block_sums(rights, self.exit_stack(p).orders[0].block, codes,
+                          (self.num_positions - 1,), self.num_positions, gain)
         return self.curve_set(situation, codes, sums)
 
     def _finish_onepass(self, node: _OnepassNode, ids: np.ndarray, lams: np.ndarray,
@@ -1015,6 +1015,7 @@ class _Searcher:
         active: dict[tuple, list[int]] = {start: list(range(len(lambdas)))}
         previous_cache: dict = {}
         rounds = 0
+        stopped = False
         with self._progress(len(lambdas), "circular") as bar:
             while active:
                 cache: dict = {}
@@ -1024,9 +1025,10 @@ class _Searcher:
                     node = _CircularNode(self, config)
                     current = cost(node.acc, node.macs, lams[ids], self.scale)
                     best_cost, change = self._best_change(node, lams[ids], cache, previous_cache)
-                    improve = (best_cost < current - IMPROVEMENT_TOLERANCE) & (rounds < max_rounds)
+                    improve = best_cost < current - IMPROVEMENT_TOLERANCE
+                    stopped = stopped or bool(improve.any() and rounds >= max_rounds)
                     for i, member in enumerate(members):
-                        if improve[i]:
+                        if improve[i] and rounds < max_rounds:
                             position, exit_type, threshold = change[i]
                             updated = list(config)
                             updated[position] = (exit_type, threshold)
@@ -1036,11 +1038,9 @@ class _Searcher:
                                                           list(config), node.exit_counts,
                                                           node.correct_counts, None)
                             bar.update(1)
-                if rounds >= max_rounds and next_active:
-                    break
                 active, previous_cache = next_active, cache
                 rounds += 1
-        if rounds >= max_rounds:
+        if stopped:  # a λ could still improve when the cap stopped it
             warnings.warn(f"circular search stopped after max_rounds={max_rounds}", stacklevel=3)
         return results  # type: ignore[return-value]
 

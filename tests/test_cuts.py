@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dyce.cuts import BlockCurve, BlockSums, block_sums, exit_order
+from dyce.cuts import BlockCurve, block_sums, exit_order
 from dyce.evaluate import exceeds
 
 
@@ -75,22 +75,57 @@ def test_pruned_scan_finds_the_first_best_cut_of_a_full_scan(data, size, block, 
 
 
 @settings(max_examples=200, deadline=None)
-@given(data=st.data(), size=st.integers(1, 40), block=st.sampled_from([1, 3, 8, 64]))
-def test_updating_block_sums_equals_summing_the_updated_codes(data, size, block):
+@given(data=st.data(), size=st.integers(1, 40), block=st.sampled_from([1, 3, 8, 64]),
+       types=st.integers(1, 3))
+def test_updating_block_sums_equals_summing_the_updated_codes(data, size, block, types):
     codes_strategy = st.lists(st.integers(-1, 5), min_size=size, max_size=size)
-    old = np.array(data.draw(codes_strategy), dtype=np.int8)
+    old = np.array(data.draw(codes_strategy), dtype=np.int8)  # per sample
     new = old.copy()
-    where = np.array(sorted(data.draw(st.sets(st.integers(0, size - 1)))), dtype=np.intp)
-    new[where] = np.array(data.draw(st.lists(st.integers(-1, 5), min_size=where.shape[0],
-                                             max_size=where.shape[0])), dtype=np.int8)
-    right = np.array(data.draw(st.lists(st.booleans(), min_size=size, max_size=size)), bool)
-    exit = exit_order(np.arange(size, dtype=np.intp), np.ones(size, np.float32), right,
-                      np.zeros(size, bool), block=block)
-    padded = [np.full(exit.padded, -1, np.int8) for _ in range(2)]
-    padded[0][:size], padded[1][:size] = old, new
-    updated = block_sums(exit.right, block, padded[0], (0, 1, 2), 3)
-    updated = BlockSums(updated.gain[None], updated.raises[None], updated.rest[None]).updated(
-        exit.right[None], block, where, old[where], new[where])
-    fresh = block_sums(exit.right, block, padded[1], (0, 1, 2), 3)
+    changed = np.array(sorted(data.draw(st.sets(st.integers(0, size - 1)))), dtype=np.intp)
+    new[changed] = np.array(data.draw(st.lists(st.integers(-1, 5), min_size=changed.shape[0],
+                                               max_size=changed.shape[0])), dtype=np.int8)
+    exits = []
+    for _ in range(types):  # each type sorts the samples its own way
+        order = np.array(data.draw(st.permutations(range(size))), dtype=np.intp)
+        right = np.array(data.draw(st.lists(st.booleans(), min_size=size, max_size=size)), bool)
+        exits.append(exit_order(order, np.ones(size, np.float32), right[order],
+                                np.zeros(size, bool), block=block))
+    rights = np.stack([e.right for e in exits])
+    sorted_codes = [np.full((types, exits[0].padded), -1, np.int8) for _ in range(2)]
+    for t, e in enumerate(exits):
+        sorted_codes[0][t, :size], sorted_codes[1][t, :size] = old[e.order], new[e.order]
+    rank = np.stack([np.argsort(e.order) for e in exits])  # sample -> sorted position
+    where = (rank[:, changed] + (np.arange(types) * exits[0].padded)[:, None]).ravel()
+    updated = block_sums(rights, block, sorted_codes[0], (0, 1, 2), 3).updated(
+        rights, block, where, old[changed], new[changed])
+    fresh = block_sums(rights, block, sorted_codes[1], (0, 1, 2), 3)
     for name in ("gain", "raises", "rest"):
-        assert np.array_equal(getattr(updated, name)[0], getattr(fresh, name)), name
+        assert np.array_equal(getattr(updated, name), getattr(fresh, name)), name
+
+
+def test_scanning_lambdas_in_groups_changes_nothing(monkeypatch):
+    """When the candidate blocks of all λs exceed SCAN_VALUES the λs are scanned in groups
+    (bounded memory, e.g. long runs of equal confidences): same cuts and figures."""
+    import dyce.cuts
+
+    rng = np.random.default_rng(3)
+    size, types = 3000, 3
+    conf = np.sort(rng.choice([0.2, 0.5, 0.9], size).astype(np.float32))[::-1].copy()
+    exits = [exit_order(rng.permutation(size).astype(np.intp), conf, rng.random(size) < 0.6,
+                        rng.random(size) < 0.7) for _ in range(types)]
+    codes = np.full((types, exits[0].padded), -1, np.int8)
+    codes[:, :size] = rng.integers(-1, 6, (types, size))
+    weights = np.tile(np.array([-2.0, -1.0, 0.5]), (types, 1))
+    stack = dyce.cuts.stack_exits(exits)
+    sums = block_sums(stack.right.reshape(types, -1), exits[0].block, codes, (0, 1, 2), 3)
+    lambdas = np.linspace(0.0, 1.2, 25)
+
+    def best():
+        curves = dyce.cuts.CurveSet(stack, codes, sums, weights, int((codes >= 0).sum() // types),
+                                    5, np.array([1.0, 2.0, 3.0]), (0, 1, 2))
+        return curves.best(lambdas, 0.5, 10.0)
+
+    expected = best()
+    monkeypatch.setattr(dyce.cuts, "SCAN_VALUES", 1)
+    for got, want in zip(best(), expected, strict=True):
+        assert np.array_equal(got, want)

@@ -452,6 +452,20 @@ def test_incremental_circular_on_realistic_records(monkeypatch, rebuild):
         assert got.cost == want.cost
 
 
+@pytest.mark.parametrize("incremental", [True, False])
+def test_circular_that_converges_within_the_round_cap_does_not_warn(monkeypatch, incremental):
+    """Both circular engines warn only when the cap stops a λ that could still improve."""
+    from dyce.search import _Searcher
+
+    monkeypatch.setattr(_Searcher, "incremental_circular", incremental)
+    records = make_synthetic_records(300, 4, 2, 10, seed=1)
+    macs = make_synthetic_macs(4, 2)
+    full = search_configs(records, macs, "circular", [1.0, 0.0], progress=False)
+    assert [sum(k >= 0 for k, _ in r.config) for r in full] == [1, 1]  # one change each
+    capped = search_configs(records, macs, "circular", [1.0, 0.0], progress=False, max_rounds=1)
+    assert [r.config for r in capped] == [r.config for r in full]
+
+
 @pytest.mark.filterwarnings("default:circular search stopped")
 def test_circular_warns_when_the_round_cap_stops_it():
     records = make_synthetic_records(500, 5, 2, 10, seed=3)
