@@ -126,6 +126,14 @@ def child_state(searcher: _Searcher, parent: _State, position: int, exit_type: i
         both = old_leave & new_leave
         differs |= both & (searcher.correct[parent.node.rows[position]]
                            != searcher.correct[node.rows[position]])
+    # A sample that would leave at two enabled positions before the change never reaches it,
+    # whichever single position is disabled: none of its rest codes depends on the change.
+    earlier = [leave for p, leave in node.leave.items() if p < position]
+    if len(earlier) >= 2:
+        leaving = np.zeros(num_samples, dtype=np.int16)
+        for leave in earlier:
+            leaving += leave
+        differs &= leaving <= 1
     labels = np.flatnonzero(differs)
     if labels.shape[0] > REBUILD_FRACTION * num_samples:
         return fresh_state(searcher, node)
