@@ -27,6 +27,9 @@ from dyce.evaluate import exceeds
 if TYPE_CHECKING:
     from dyce.search import SearchResult, _Searcher, _Situation
 
+#: Relative allowance for rounding when costs are compared with the ceiling (costs are O(1)).
+RELATIVE_MARGIN = 1e-9
+
 #: Above this fraction of samples whose fate changes, a child state is rebuilt from scratch.
 REBUILD_FRACTION = 0.5
 
@@ -164,21 +167,52 @@ def child_state(searcher: _Searcher, parent: _State, position: int, exit_type: i
     return _State(node, tallies, curves)
 
 
-def options_at(searcher: _Searcher, state: _State, p: int, lambdas: np.ndarray,
-               ids: list[int]) -> None:
-    """Compute the options at ``p`` of the λs ``ids`` (values ``lambdas``) into the state."""
-    from dyce.search import cost
+class _Prepared:
+    """The curves at one position of a state with their block bounds and the costs of no
+    leaver (cut 0) and of "none", for some λs."""
 
-    situation = state.situation(p)
-    curves = _curves(searcher, state, p)
-    cut, acc, macs = curves.best(lambdas, searcher.scale.acc_span, searcher.scale.macs_span)
-    costs = cost(acc, macs, lambdas[None, :], searcher.scale)  # (T, L)
-    none_acc, none_macs = searcher.none_option(situation)
-    none_costs = cost(none_acc, none_macs, lambdas, searcher.scale)
-    found = state.options[p]
-    for j, member in enumerate(ids):
-        found[member] = (tuple(costs[:, j].tolist()), tuple(cut[:, j].tolist()),
-                         float(none_costs[j]))
+    def __init__(self, searcher: _Searcher, state: _State, p: int, lambdas: np.ndarray,
+                 ids: list[int]) -> None:
+        from dyce.search import cost
+
+        scale = searcher.scale
+        self.state, self.p, self.lambdas, self.ids = state, p, lambdas, ids
+        self.scale = scale
+        self.curves = _curves(searcher, state, p)
+        self.bounds = self.curves.bounds(lambdas, scale.acc_span, scale.macs_span)
+        total = self.curves.num_samples
+        #: (T, L) cost with the type at p and nobody leaving there: cost − value of any cut
+        self.zero = cost(self.curves.base_correct / total,
+                         (self.curves.base_macs / total)[:, None], lambdas[None, :], scale)
+        none_acc, none_macs = searcher.none_option(state.situation(p))
+        self.none = cost(none_acc, none_macs, lambdas, scale)
+
+    def reachable(self) -> np.ndarray:
+        """``(L,)``: the cost of an option known to exist (up to rounding): the best valid
+        block boundary of any type, or "none" where the position has an exit."""
+        best = (self.zero - self.bounds.lower).min(axis=0)
+        if self.state.config[self.p][0] >= 0:
+            best = np.minimum(best, self.none)
+        return best
+
+    def options(self, ceiling: np.ndarray | None = None) -> None:
+        """Store the options. ``ceiling`` ``(L,)``: costs above it cannot matter (another
+        option reaches it); cuts that cannot beat it are not scanned, and a type none of whose
+        cuts can is stored with the cost of its best scanned cut, which is above the ceiling."""
+        from dyce.search import cost
+
+        floor = None
+        if ceiling is not None:
+            margin = RELATIVE_MARGIN * (1.0 + np.abs(ceiling))
+            floor = self.zero - (ceiling + margin)[None, :]
+        scale = self.scale
+        cut, acc, macs = self.curves.best(self.lambdas, scale.acc_span, scale.macs_span,
+                                          floor=floor, bounds=self.bounds)
+        costs = cost(acc, macs, self.lambdas[None, :], scale)  # (T, L)
+        found = self.state.options[self.p]
+        for j, member in enumerate(self.ids):
+            found[member] = (tuple(costs[:, j].tolist()), tuple(cut[:, j].tolist()),
+                             float(self.none[j]))
 
 
 def _curves(searcher: _Searcher, state: _State, p: int):
@@ -212,11 +246,28 @@ def circular(searcher: _Searcher, lambdas: list[float], *, max_rounds: int,
             todo = [p for p in range(searcher.num_positions - 1)
                     if any(i not in state.options[p] for i in ids)]
 
-            def compute(p: int, state=state, ids=ids) -> None:
+            def prepare(p: int, state=state, ids=ids) -> _Prepared:
                 missing = [i for i in ids if i not in state.options[p]]
-                options_at(searcher, state, p, lams[missing], missing)
+                return _Prepared(searcher, state, p, lams[missing], missing)
 
-            searcher.map(compute, todo)
+            prepared = searcher.map(prepare, todo)
+            # Costs some option reaches (or no change at all): per λ, only options that can
+            # beat the lowest of them need exact scans.
+            ceiling = dict(zip(ids, (cost(state.node.acc, state.node.macs, lam, searcher.scale)
+                                     - tolerance).tolist(), strict=True))
+            for p in range(searcher.num_positions - 1):
+                for member, (costs, _cuts, none_cost) in state.options[p].items():
+                    if member in ceiling:
+                        reach = min(costs + ((none_cost,) if state.config[p][0] >= 0 else ()))
+                        ceiling[member] = min(ceiling[member], reach)
+            for part in prepared:
+                for member, reach in zip(part.ids, part.reachable().tolist(), strict=True):
+                    ceiling[member] = min(ceiling[member], reach)
+
+            def finish(part: _Prepared, ceiling=ceiling) -> None:
+                part.options(np.asarray([ceiling[i] for i in part.ids]))
+
+            searcher.map(finish, prepared)
             for p in range(searcher.num_positions - 1):
                 found = state.options[p]
                 enabled = state.config[p][0] >= 0

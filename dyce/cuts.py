@@ -192,6 +192,21 @@ def block_sums(right: np.ndarray, block: int, codes: np.ndarray, positions: tupl
                      rest.reshape(shape + (-1, num_positions)))
 
 
+@dataclass(frozen=True)
+class Bounds:
+    """Block bounds of a :class:`CurveSet` for λs ``lambdas`` (``L``): weights ``a`` and ``b``
+    ``(L,)``; ``lower`` ``(T, L)`` the best value at a valid block boundary (a cut that exists);
+    ``upper`` ``(T, L, nb)`` no cut inside a block is worth more; ``slack`` ``(T, L)`` rounding
+    allowance."""
+
+    lambdas: np.ndarray
+    weight_acc: np.ndarray
+    weight_macs: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    slack: np.ndarray
+
+
 @dataclass
 class CurveSet:
     """Every cut of ``T`` exit types at one position in one situation, λ-independent.
@@ -244,19 +259,10 @@ class CurveSet:
     def num_samples(self) -> int:
         return self.exits.orders[0].num_samples
 
-    def best(self, lambdas: np.ndarray, acc_span: float,
-             macs_span: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per type and λ: the first cut of largest value, as ``(j, accuracy, mean MACs)``.
-
-        Each int64/float64 ``(T, L)``: ``j`` is the number of arriving leavers; accuracy and MACs
-        are figures of the whole configuration at that cut. A cut's value is ``a·G − b·M`` with
-        ``M`` the MACs moved: the block start's ``M`` plus the elements' changes inside the
-        block, added in order (the same float for a cut wherever it is evaluated).
-        """
+    def bounds(self, lambdas: np.ndarray, acc_span: float, macs_span: float) -> Bounds:
+        """The λ-vectorised block bounds of :meth:`best` (reusable by it)."""
         lambdas = np.asarray(lambdas, dtype=np.float64)
         total = self.num_samples
-        types, blocks, block = self.codes.shape
-        count = lambdas.shape[0]
         weight_acc = lambdas / (total * acc_span)  # (L,)
         weight_macs = (1.0 - lambdas) / (total * macs_span)
         a, b = weight_acc[None, :, None], weight_macs[None, :, None]
@@ -267,7 +273,33 @@ class CurveSet:
         reach = np.abs(self.steps).max(axis=1)[:, None]  # (T, 1)
         slack = BOUND_SLACK * total * (np.abs(weight_acc)[None, :]
                                        + np.abs(weight_macs)[None, :] * reach)
-        candidate = upper >= (lower - slack)[:, :, None]  # (T, L, nb)
+        return Bounds(lambdas, weight_acc, weight_macs, lower, upper, slack)
+
+    def best(self, lambdas: np.ndarray, acc_span: float, macs_span: float,
+             floor: np.ndarray | None = None,
+             bounds: Bounds | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per type and λ: the first cut of largest value, as ``(j, accuracy, mean MACs)``.
+
+        Each int64/float64 ``(T, L)``: ``j`` is the number of arriving leavers; accuracy and MACs
+        are figures of the whole configuration at that cut. A cut's value is ``a·G − b·M`` with
+        ``M`` the MACs moved: the block start's ``M`` plus the elements' changes inside the
+        block, added in order (the same float for a cut wherever it is evaluated).
+
+        ``floor`` (``(T, L)``, optional): values the caller does not need. Blocks whose bound
+        stays below it are not scanned, so a type whose every cut stays below it reports its
+        best scanned cut (at worst cut 0) instead of its best cut. ``bounds``: this call's
+        :meth:`bounds`, when the caller computed them.
+        """
+        if bounds is None:
+            bounds = self.bounds(lambdas, acc_span, macs_span)
+        total = self.num_samples
+        types, blocks, block = self.codes.shape
+        count = bounds.lambdas.shape[0]
+        weight_acc, weight_macs = bounds.weight_acc, bounds.weight_macs
+        needed = bounds.lower - bounds.slack
+        if floor is not None:
+            needed = np.maximum(needed, floor - bounds.slack)
+        candidate = bounds.upper >= needed[:, :, None]  # (T, L, nb)
 
         gained = np.zeros(types * count, dtype=np.int64)
         moved = np.zeros(types * count, dtype=np.float64)
