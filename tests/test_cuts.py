@@ -129,3 +129,34 @@ def test_scanning_lambdas_in_groups_changes_nothing(monkeypatch):
     monkeypatch.setattr(dyce.cuts, "SCAN_VALUES", 1)
     for got, want in zip(best(), expected, strict=True):
         assert np.array_equal(got, want)
+
+
+@settings(max_examples=100, deadline=None)
+@given(seed=st.integers(0, 10_000), block=st.sampled_from([1, 2, 8]))
+def test_a_floor_only_skips_cuts_below_it(seed, block):
+    """With a floor, every type whose best cut reaches it reports that cut; the others report a
+    cut that is no better than their best."""
+    import dyce.cuts
+
+    rng = np.random.default_rng(seed)
+    size, types = int(rng.integers(1, 60)), 2
+    conf = np.sort(rng.choice([0.0, 0.3, 0.6, 0.9], size).astype(np.float32))[::-1].copy()
+    exits = [exit_order(rng.permutation(size).astype(np.intp), conf, rng.random(size) < 0.6,
+                        rng.random(size) < 0.7, block=block) for _ in range(types)]
+    codes = np.full((types, exits[0].padded), -1, np.int8)
+    codes[:, :size] = rng.integers(-1, 6, (types, size))
+    stack = dyce.cuts.stack_exits(exits)
+    sums = block_sums(stack.right.reshape(types, -1), block, codes, (0, 1, 2), 3)
+    curves = dyce.cuts.CurveSet(stack, codes, sums, rng.choice([-2.0, -0.5, 1.0], (types, 3)),
+                                size, 3, np.array([1.0, 2.0]), (0, 1, 2))
+    lambdas = np.array([0.0, 0.5, 0.9, 1.0, 1.3])
+    cut, acc, macs = curves.best(lambdas, 0.5, 4.0)
+    value = (acc * size - 3) * lambdas / (size * 0.5) \
+        - (macs * size - np.array([1.0, 2.0])[:, None]) * (1 - lambdas) / (size * 4.0)
+    floor = value + rng.choice([-1e-3, 1e-3], value.shape)  # just below or just above the best
+    got_cut, got_acc, got_macs = curves.best(lambdas, 0.5, 4.0, floor=floor)
+    got = (got_acc * size - 3) * lambdas / (size * 0.5) \
+        - (got_macs * size - np.array([1.0, 2.0])[:, None]) * (1 - lambdas) / (size * 4.0)
+    reached = floor < value
+    assert np.array_equal(got_cut[reached], cut[reached])
+    assert np.all(got[~reached] <= value[~reached] + 1e-12)
