@@ -23,6 +23,7 @@ import numpy as np
 
 from dyce.cuts import BlockSums, block_sums
 from dyce.evaluate import exceeds
+from dyce.search import _CircularNode, cost, rest_codes
 
 if TYPE_CHECKING:
     from dyce.search import SearchResult, _Searcher, _Situation
@@ -63,17 +64,14 @@ def _occurring(tally: np.ndarray, num_positions: int) -> tuple[int, ...]:
 
 def fresh_state(searcher: _Searcher, node) -> _State:
     """Every situation and curve of ``node``'s configuration computed from scratch."""
-    num_samples, num_positions = searcher.num_samples, searcher.num_positions
+    num_positions = searcher.num_positions
     tallies, curves = [], []
     for p in range(num_positions - 1):
         code = node.codes_at(p)
         tally = np.bincount(code.astype(np.intp) + 1, minlength=2 * num_positions + 1)
-        rights = searcher.rights(p)
-        codes = np.full(rights.shape, -1, dtype=searcher.code_type)
-        for exit_type in range(searcher.num_types):
-            order = searcher.exit_order(searcher.records.exit_index(p, exit_type)).order
-            np.take(code, order, out=codes[exit_type, :num_samples])
-        sums = block_sums(rights, rights.shape[1] // searcher.blocks_per_exit, codes,
+        stack = searcher.exit_stack(p)
+        codes, _ = searcher.sorted_codes(stack, rest_code=code)
+        sums = block_sums(stack.right.reshape(codes.shape), stack.block, codes,
                           _occurring(tally, num_positions), num_positions)
         tallies.append(tally)
         curves.append((codes, sums))
@@ -81,40 +79,19 @@ def fresh_state(searcher: _Searcher, node) -> _State:
 
 
 def fate_codes(searcher: _Searcher, config: tuple, labels: np.ndarray) -> np.ndarray:
-    """int ``(P-1, n)``: for each position ``p`` the rest code of ``labels`` under ``config``
-    with ``p`` disabled (``2·position + right`` of where they would leave, -1 when they do not
-    arrive at ``p``); the same as ``_CircularNode.codes_at`` restricted to ``labels``."""
-    num_positions = searcher.num_positions
-    code_type = searcher.code_type
+    """int ``(P-1, n)``: the rest codes of ``labels`` at every position under ``config``
+    (:func:`dyce.search.rest_codes`; ``_CircularNode.codes_at`` restricted to ``labels``)."""
     leave, right = [], []
     for p, (k, t) in enumerate(config):
-        if k >= 0:
-            row = searcher.records.exit_index(p, k)
-            leave.append(exceeds(searcher.confs[row][labels], t))
-            right.append(searcher.correct[row][labels])
-        else:
-            leave.append(None)
-            right.append(None)
-    after = [None] * (num_positions - 1)
-    current = (2 * (num_positions - 1) + searcher.final_correct[labels]).astype(code_type)
-    for p in range(num_positions - 2, -1, -1):
-        after[p] = current
-        if leave[p] is not None:
-            current = np.where(leave[p], (2 * p + right[p]).astype(code_type), current)
-    codes = np.empty((num_positions - 1, labels.shape[0]), dtype=code_type)
-    arrive = np.ones(labels.shape[0], dtype=bool)
-    for p in range(num_positions - 1):
-        codes[p] = np.where(arrive, after[p], code_type(-1))
-        if leave[p] is not None:
-            arrive &= ~leave[p]
-    return codes
+        row = searcher.records.exit_index(p, k) if k >= 0 else None
+        leave.append(None if row is None else exceeds(searcher.confs[row][labels], t))
+        right.append(None if row is None else searcher.correct[row][labels])
+    return rest_codes(leave, right, searcher.final_correct[labels], searcher.code_type)
 
 
 def child_state(searcher: _Searcher, parent: _State, position: int, exit_type: int,
                 threshold: float) -> _State:
     """The state after setting ``position`` to ``(exit_type, threshold)``."""
-    from dyce.search import _CircularNode
-
     config = list(parent.config)
     config[position] = (exit_type, threshold)
     node = _CircularNode(searcher, tuple(config))
@@ -152,13 +129,13 @@ def child_state(searcher: _Searcher, parent: _State, position: int, exit_type: i
         np.subtract.at(tally, before.astype(np.intp) + 1, 1)
         np.add.at(tally, after.astype(np.intp) + 1, 1)
         codes, sums = parent.curves[p]
-        rights = searcher.rights(p)
+        stack = searcher.exit_stack(p)
         types, padded = codes.shape
         where = searcher.ranks(p)[:, moved].astype(np.intp)  # (T, n)
         codes = codes.copy()
         flat = (where + (np.arange(types) * padded)[:, None]).ravel()
         np.put(codes, flat, np.tile(after, types))
-        sums = sums.updated(rights, padded // searcher.blocks_per_exit, flat, before, after)
+        sums = sums.updated(stack.right.reshape(codes.shape), stack.block, flat, before, after)
         return tally, (codes, sums)
 
     updates = searcher.map(update, range(searcher.num_positions - 1))
@@ -173,8 +150,6 @@ class _Prepared:
 
     def __init__(self, searcher: _Searcher, state: _State, p: int, lambdas: np.ndarray,
                  ids: list[int]) -> None:
-        from dyce.search import cost
-
         scale = searcher.scale
         self.state, self.p, self.lambdas, self.ids = state, p, lambdas, ids
         self.scale = scale
@@ -199,8 +174,6 @@ class _Prepared:
         """Store the options. ``ceiling`` ``(L,)``: costs above it cannot matter (another
         option reaches it); cuts that cannot beat it are not scanned, and a type none of whose
         cuts can is stored with the cost of its best scanned cut, which is above the ceiling."""
-        from dyce.search import cost
-
         floor = None
         if ceiling is not None:
             margin = RELATIVE_MARGIN * (1.0 + np.abs(ceiling))
@@ -217,14 +190,12 @@ class _Prepared:
 
 def _curves(searcher: _Searcher, state: _State, p: int):
     codes, sums = state.curves[p]
-    return searcher.curve_set(state.situation(p), codes, sums)
+    return searcher.curve_set(state.situation(p), codes=codes, sums=sums)
 
 
 def circular(searcher: _Searcher, lambdas: list[float], *, max_rounds: int,
              tolerance: float) -> list[SearchResult]:
     """Circular search of every λ (see the module docstring)."""
-    from dyce.search import _CircularNode, cost
-
     lams = np.asarray(lambdas, dtype=np.float64)
     results: list[SearchResult | None] = [None] * len(lambdas)
     start = tuple((-1, 1.0) for _ in range(searcher.num_positions - 1))
@@ -253,8 +224,8 @@ def circular(searcher: _Searcher, lambdas: list[float], *, max_rounds: int,
             prepared = searcher.map(prepare, todo)
             # Costs some option reaches (or no change at all): per λ, only options that can
             # beat the lowest of them need exact scans.
-            ceiling = dict(zip(ids, (cost(state.node.acc, state.node.macs, lam, searcher.scale)
-                                     - tolerance).tolist(), strict=True))
+            current = cost(state.node.acc, state.node.macs, lam, searcher.scale)
+            ceiling = dict(zip(ids, (current - tolerance).tolist(), strict=True))
             for p in range(searcher.num_positions - 1):
                 for member, (costs, _cuts, none_cost) in state.options[p].items():
                     if member in ceiling:
@@ -268,6 +239,7 @@ def circular(searcher: _Searcher, lambdas: list[float], *, max_rounds: int,
                 part.options(np.asarray([ceiling[i] for i in part.ids]))
 
             searcher.map(finish, prepared)
+            computed = {part.p: part.curves for part in prepared}
             for p in range(searcher.num_positions - 1):
                 found = state.options[p]
                 enabled = state.config[p][0] >= 0
@@ -280,7 +252,6 @@ def circular(searcher: _Searcher, lambdas: list[float], *, max_rounds: int,
                     if enabled and none_cost < best_cost[j]:
                         best_cost[j] = none_cost
                         best[j] = (p, -1, 0)
-            current = cost(state.node.acc, state.node.macs, lam, searcher.scale)
             improve = best_cost < current - tolerance
             children: dict[tuple, list[int]] = {}
             for j, member in enumerate(ids):
@@ -295,8 +266,8 @@ def circular(searcher: _Searcher, lambdas: list[float], *, max_rounds: int,
             for (p, exit_type, cut), members in children.items():
                 threshold = 1.0
                 if exit_type >= 0:
-                    threshold = float(_curves(searcher, state, p).threshold(
-                        exit_type, np.asarray([cut]))[0])
+                    curves = computed.get(p) or _curves(searcher, state, p)
+                    threshold = float(curves.threshold(exit_type, np.asarray([cut]))[0])
                 stack.append((state, (p, exit_type, threshold), members, rounds + 1))
     if stopped:
         warnings.warn(f"circular search stopped after max_rounds={max_rounds}", stacklevel=3)

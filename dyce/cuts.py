@@ -106,6 +106,15 @@ class ExitStack:
     valid: np.ndarray
     boundary_valid: np.ndarray
 
+    @property
+    def block(self) -> int:
+        return self.orders[0].block
+
+    @property
+    def padded(self) -> int:
+        """``nb·B``: each exit's sample count rounded up to whole blocks."""
+        return self.orders[0].padded
+
 
 def stack_exits(orders: list[ExitOrder]) -> ExitStack:
     """:class:`ExitStack` of exits with the same sample count and block."""
@@ -390,27 +399,20 @@ class CurveSet:
 
 
 class BlockCurve:
-    """The cuts of one exit type: a :class:`CurveSet` of one (``sums`` and ``codes`` without
-    the type axis, ``weights`` ``(P,)``, ``base_macs`` a float)."""
+    """The cuts of one exit type: a :class:`CurveSet` of one, with one-type results."""
 
-    def __init__(self, exit: ExitOrder, codes: np.ndarray, sums: BlockSums, weights: np.ndarray,
-                 count: int, base_correct: int, base_macs: float,
-                 positions: tuple[int, ...]) -> None:
-        self.count = count
-        self.set = CurveSet(stack_exits([exit]), codes[None], BlockSums(sums.gain[None], sums.raises[None],
-                                                           sums.rest[None]),
-                            weights[None], count, base_correct, np.asarray([base_macs]),
-                            positions)
+    def __init__(self, curves: CurveSet) -> None:
+        self.curves = curves
 
     def best(self, lambdas: np.ndarray, acc_span: float,
              macs_span: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per λ: ``(j, accuracy, mean MACs)`` of the first best cut (see :meth:`CurveSet.best`)."""
-        cut, acc, macs = self.set.best(lambdas, acc_span, macs_span)
+        cut, acc, macs = self.curves.best(lambdas, acc_span, macs_span)
         return cut[0], acc[0], macs[0]
 
     def threshold(self, cuts: np.ndarray) -> np.ndarray:
         """See :meth:`CurveSet.threshold`."""
-        return self.set.threshold(0, cuts)
+        return self.curves.threshold(0, cuts)
 
 
 def _run_starts(values: np.ndarray) -> np.ndarray:

@@ -37,7 +37,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from dyce.cuts import (
-    BLOCK,
     BlockCurve,
     BlockSums,
     CurveSet,
@@ -45,6 +44,7 @@ from dyce.cuts import (
     ExitStack,
     block_sums,
     exit_order,
+    midpoint,
     stack_exits,
 )
 from dyce.errors import DyceError
@@ -323,12 +323,13 @@ class _ExitTable:
 
 @dataclass
 class _Curve:
-    """Every cut of one (position, exit type) in one situation, λ-independent.
+    """Every cut of one (position, exit type) in one situation, over the arriving samples only,
+    with calibrated accuracies (the calibrated search; the plain one uses
+    :class:`~dyce.cuts.CurveSet`). λ-independent.
 
     Cut ``j`` (``0 … count``) lets the ``j`` most confident arriving samples leave.
     ``invalid``: int64 cuts that would split equal confidences (or let a confidence of 0 leave),
-    never chosen. Accuracy at ``j`` is ``(base_correct + gained[j]) / N`` (``gained``: int32 right
-    leavers minus right rest fates) or, when calibrated, ``calibrated_acc[j]``; mean MACs are
+    never chosen. Accuracy at ``j`` is ``calibrated_acc[j]``; mean MACs are
     ``(base_macs + moved[j]) / N`` with ``moved`` float64 cumulative MACs change, or
     ``j · step`` when every leaver changes the MACs by the same ``step`` (``moved`` ``None``).
     ``direction``: -1 when MACs strictly fall along the cuts, +1 when they strictly rise, else 0.
@@ -338,9 +339,7 @@ class _Curve:
     invalid: np.ndarray
     count: int
     num_samples: int
-    base_correct: int
-    gained: np.ndarray | None
-    calibrated_acc: np.ndarray | None
+    calibrated_acc: np.ndarray
     base_macs: float
     step: float
     moved: np.ndarray | None
@@ -353,9 +352,7 @@ class _Curve:
 
     def acc(self, cut: np.ndarray) -> np.ndarray:
         """float64 accuracy of the whole configuration at ``cut``."""
-        if self.calibrated_acc is not None:
-            return self.calibrated_acc[cut]
-        return (self.base_correct + self.gained[cut].astype(np.int64)) / self.num_samples
+        return self.calibrated_acc[cut]
 
     def macs(self, cut: np.ndarray) -> np.ndarray:
         """float64 mean MACs of the whole configuration at ``cut``."""
@@ -364,20 +361,22 @@ class _Curve:
 
     def threshold(self, index: np.ndarray) -> np.ndarray:
         """float64 threshold letting exactly ``index`` samples leave: 1 when none, 0 when all,
-        else the midpoint of the last leaver's and the first stayer's confidences."""
-        cut = np.asarray(index)
-        if self.count == 0:
-            return np.ones(cut.shape, dtype=np.float64)
-        above = np.maximum(cut - 1, 0)
-        below = np.minimum(cut, self.count - 1)
-        if self.positions is not None:
-            above, below = self.positions[above], self.positions[below]
-        upper = self.conf[above].astype(np.float64)
-        lower = self.conf[below].astype(np.float64)
-        middle = lower + (upper - lower) * 0.5
-        # Leavers (>= upper) must exceed it, stayers (<= lower) must not.
-        middle = np.where((middle >= lower) & (middle < upper), middle, lower)
-        return np.where(cut == 0, 1.0, np.where(cut == self.count, 0.0, middle))
+        else :func:`~dyce.cuts.midpoint` of the last leaver's and the first stayer's
+        confidences."""
+        cuts = np.asarray(index)
+        out = np.empty(cuts.shape, dtype=np.float64)
+        for at, cut in np.ndenumerate(cuts):
+            cut = int(cut)
+            if cut == 0 or self.count == 0:
+                out[at] = 1.0
+            elif cut >= self.count:
+                out[at] = 0.0
+            else:
+                above, below = cut - 1, cut
+                if self.positions is not None:
+                    above, below = self.positions[above], self.positions[below]
+                out[at] = midpoint(float(self.conf[above]), float(self.conf[below]))
+        return out
 
     def __post_init__(self) -> None:
         # ``_value`` finds the invalid cuts of a range by binary search: keep them sorted.
@@ -385,24 +384,17 @@ class _Curve:
             self.invalid = np.sort(self.invalid)
 
     def _value(self, lam: float, scale: CostScale, low: int, high: int) -> np.ndarray:
-        """``constant − cost`` of cuts ``low … high`` for λ (larger is better): ``a·gained −
-        b·moved`` with ``a = λ/(N·acc_span)``, ``b = (1−λ)/(N·macs_span)``; invalid cuts −inf.
+        """``constant − cost`` of cuts ``low … high`` for λ (larger is better): ``λ·acc/acc_span
+        − b·moved`` with ``b = (1−λ)/(N·macs_span)``; invalid cuts −inf.
 
-        Computed in place in scratch buffers (the same float operations as
-        ``gained * a - moved * b``); the result is valid until the next call on any curve of
-        the same search."""
-        weight_acc = lam / (self.num_samples * scale.acc_span)
+        Computed in place in scratch buffers; the result is valid until the next call on any
+        curve of the same search."""
         weight_macs = (1.0 - lam) / (self.num_samples * scale.macs_span)
         length = high + 1 - low
         if self.scratch is None or self.scratch[0].shape[0] < length:
             self.scratch = (np.empty(length, dtype=np.float64), np.empty(length, dtype=np.float64))
         value, other = self.scratch[0][:length], self.scratch[1][:length]
-        if self.calibrated_acc is not None:
-            np.multiply(self.calibrated_acc[low:high + 1], lam / scale.acc_span, out=value)
-            weight_acc = 0.0
-        else:
-            np.copyto(value, self.gained[low:high + 1])  # int32 to float64, exactly
-            np.multiply(value, weight_acc, out=value)
+        np.multiply(self.calibrated_acc[low:high + 1], lam / scale.acc_span, out=value)
         if self.moved is None:
             ramp = (self.ramp[low:high + 1] if self.ramp is not None
                     else np.arange(low, high + 1, dtype=np.float64))
@@ -530,8 +522,6 @@ class _Searcher:
         if workers < 1:
             raise DyceError(f"must be at least 1, got {threads!r}", field="threads")
         workers = min(workers, self.num_types)
-        #: blocks of each exit's sorted order (:mod:`dyce.cuts`)
-        self.blocks_per_exit = max(1, -(-self.num_samples // BLOCK))
         #: dtype of rest codes ``2·position + right`` (-1: not arriving)
         self.code_type = np.int8 if 2 * self.num_positions < 127 else np.int32
         self._pool = ThreadPoolExecutor(workers) if workers > 1 else None
@@ -547,12 +537,6 @@ class _Searcher:
         if self._pool is None:
             return [work(item) for item in items]
         return list(self._pool.map(work, items))
-
-    def map_types(self, work: Callable[[int], object]) -> list:
-        """``[work(k) for k in range(T)]``, the exit types in parallel when threads allow."""
-        if self._pool is None:
-            return [work(exit_type) for exit_type in range(self.num_types)]
-        return list(self._pool.map(work, range(self.num_types)))
 
     # ------------------------------------------------------------------ helpers
 
@@ -612,18 +596,6 @@ class _Searcher:
             self._stacks[p] = stack
         return stack
 
-    def rights(self, p: int) -> np.ndarray:
-        """int8 ``(T, nb·B)``: whether each exit type at position ``p`` is right, in its sorted
-        order."""
-        right = self.exit_stack(p).right
-        return right.reshape(right.shape[0], -1)
-
-    def final_rights(self, p: int) -> np.ndarray:
-        """int8 ``(T, nb·B)``: whether the final head is right, in the sorted order of each exit
-        type at position ``p``."""
-        final = self.exit_stack(p).final_right
-        return final.reshape(final.shape[0], -1)
-
     def calibrated(self, counts: list, corrects: list) -> np.ndarray | float:
         """Calibrated accuracy from per-position counts (scalars or arrays over cuts)."""
         from scipy.special import betaincinv
@@ -666,35 +638,35 @@ class _Searcher:
     def block_curve(self, situation: _Situation, exit_type: int) -> BlockCurve:
         """The cuts of ``exit_type`` at the situation's position over the exit's whole sorted
         order (samples not arriving count as nothing)."""
-        p = situation.position
-        exit = self.exit_order(self.records.exit_index(p, exit_type))
-        num_samples, padded = self.num_samples, exit.padded
-        gain = None
-        if situation.rest_code is None:  # every arriving sample would reach the final head
-            final = 2 * (self.num_positions - 1)
-            codes = exit.final_right.astype(self.code_type)
-            codes += self.code_type(final)
-            gain = exit.right - exit.final_right
-            if situation.arrive is None:
-                codes[num_samples:] = -1
-            else:
-                arrive = np.zeros(padded, dtype=np.int8)
-                np.take(situation.arrive.view(np.int8), exit.order, out=arrive[:num_samples])
-                codes += 1
-                codes *= arrive
-                codes -= 1
-                gain *= arrive
-            positions: tuple[int, ...] = (self.num_positions - 1,)
+        return BlockCurve(self.curve_set(situation, [exit_type]))
+
+    def sorted_codes(self, stack: ExitStack, arrive: np.ndarray | None = None,
+                     rest_code: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Rest codes ``(T', nb·B)`` of the exits of ``stack`` in their sorted orders (-1: not
+        arriving, and padding): from ``rest_code`` (by sample), else every sample in ``arrive``
+        (``None``: all) would reach the final head, whose gains (int8) come with them."""
+        count = self.num_samples
+        types = len(stack.orders)
+        if rest_code is not None:
+            codes = np.full((types, stack.padded), -1, dtype=self.code_type)
+            for row, exit in zip(codes, stack.orders, strict=True):
+                np.take(rest_code, exit.order, out=row[:count])
+            return codes, None
+        rights, finals = stack.right.reshape(types, -1), stack.final_right.reshape(types, -1)
+        codes = finals.astype(self.code_type)
+        codes += self.code_type(2 * (self.num_positions - 1))
+        gain = rights - finals
+        if arrive is None:
+            codes[:, count:] = -1
         else:
-            codes = np.empty(padded, dtype=self.code_type)
-            np.take(situation.rest_code, exit.order, out=codes[:num_samples])
-            codes[num_samples:] = -1
-            positions = tuple(int(q) for q in np.flatnonzero(situation.rest_counts > 0))
-        positions = positions or (self.num_positions - 1,)
-        sums = block_sums(exit.right, exit.block, codes, positions, self.num_positions, gain)
-        weights, base_macs = self.leaver_macs(situation, exit_type)
-        return BlockCurve(exit, codes, sums, weights, int(situation.rest_counts.sum()),
-                          self.base_correct(situation), base_macs, positions)
+            arriving = np.zeros(rights.shape, dtype=np.int8)
+            for row, exit in zip(arriving, stack.orders, strict=True):
+                np.take(arrive.view(np.int8), exit.order, out=row[:count])
+            codes += 1
+            codes *= arriving
+            codes -= 1
+            gain *= arriving
+        return codes, gain
 
     def leaver_macs(self, situation: _Situation, exit_type: int) -> tuple[np.ndarray, float]:
         """float64 ``(P,)`` MACs change of a leaver of ``exit_type`` at the situation's position
@@ -713,88 +685,76 @@ class _Searcher:
         """Right samples when none leaves at the situation's position."""
         return int(situation.fixed_correct.sum()) + int(situation.rest_correct_counts.sum())
 
-    def curve_set(self, situation: _Situation, codes: np.ndarray, sums: BlockSums) -> CurveSet:
-        """:class:`CurveSet` of every exit type at the situation's position from their codes
-        ``(T, nb·B)`` and sums."""
+    def curve_set(self, situation: _Situation, types: list[int] | None = None,
+                  codes: np.ndarray | None = None, sums: BlockSums | None = None) -> CurveSet:
+        """:class:`CurveSet` of exit types ``types`` (``None``: all) at the situation's
+        position, from their codes ``(T', nb·B)`` and sums when the caller has them."""
         p = situation.position
-        per_type = [self.leaver_macs(situation, k) for k in range(self.num_types)]
+        if types is None:
+            types, stack = list(range(self.num_types)), self.exit_stack(p)
+        else:
+            stack = stack_exits([self.exit_order(self.records.exit_index(p, k)) for k in types])
         occurring = np.flatnonzero(situation.rest_counts > 0)
         positions = tuple(int(q) for q in occurring) or (self.num_positions - 1,)
-        return CurveSet(self.exit_stack(p), codes, sums, np.stack([w for w, _ in per_type]),
+        if codes is None:
+            codes, gain = self.sorted_codes(stack, situation.arrive, situation.rest_code)
+            sums = block_sums(stack.right.reshape(len(types), -1), stack.block, codes, positions,
+                              self.num_positions, gain)
+        per_type = [self.leaver_macs(situation, k) for k in types]
+        return CurveSet(stack, codes, sums, np.stack([w for w, _ in per_type]),
                         int(situation.rest_counts.sum()), self.base_correct(situation),
                         np.asarray([m for _, m in per_type]), positions)
 
     def compact_curve(self, situation: _Situation, exit_type: int) -> _Curve:
         """Every valid cut of ``exit_type`` at the situation's position, over the arriving
-        samples only (with calibrated accuracies when the search is calibrated).
+        samples only, with calibrated accuracies (the calibrated search).
 
         Cut ``j`` lets the ``j`` most confident arriving samples leave; it is valid when it does
         not split equal confidences (and, for ``j = n``, when the last one is above 0).
         """
         p = situation.position
         table = self.exit_table(self.records.exit_index(p, exit_type))
-        if situation.arrive is None or situation.rest_code is not None:
-            positions = arriving_sorted = None
-            count = self.num_samples
-        else:
-            arriving_sorted = np.take(situation.arrive, table.order)
-            positions = np.flatnonzero(arriving_sorted)
-            count = positions.shape[0]
-
-        def arriving(values: np.ndarray) -> np.ndarray:
-            return values if positions is None else np.take(values, positions)
-
         general = situation.rest_code is not None
         if general:
             codes = np.take(situation.rest_code, table.order)  # arrival and rest fate
             arriving_sorted = codes >= 0
             positions = np.flatnonzero(arriving_sorted)
-            count = positions.shape[0]
             codes = np.take(codes, positions)
-            gain = np.take(table.right.view(np.int8), positions) - (codes & 1).astype(np.int8)
-            rest_right = rest_position = None  # only the calibrated accuracy needs them
-            if self.calibration:
-                rest_right = (codes & 1).astype(bool)
-                rest_position = codes >> 1
+        elif situation.arrive is None:
+            positions = arriving_sorted = None
         else:
-            gain = arriving(table.gain)
-            rest_right = rest_position = None
-        gained = np.empty(count + 1, dtype=np.int32)  # right leavers minus right rest fates
-        gained[0] = 0
-        np.cumsum(gain, dtype=np.int32, out=gained[1:])
+            arriving_sorted = np.take(situation.arrive, table.order)
+            positions = np.flatnonzero(arriving_sorted)
+        count = self.num_samples if positions is None else positions.shape[0]
+
+        def arriving(values: np.ndarray) -> np.ndarray:
+            return values if positions is None else np.take(values, positions)
 
         invalid = _tied_cuts(table, positions, arriving_sorted, count)
         if count and table.conf[count - 1 if positions is None else positions[-1]] == 0:
             invalid = np.append(invalid, count)  # a confidence of 0 never leaves
 
-        head = float(self.head[exit_type, p])
-        leave_cost = float(self.backbone[p]) + (situation.passed + head)
-        rest_table = situation.rest_table
-        base_macs = situation.fixed_macs + float(situation.rest_counts @ rest_table) + count * head
+        weights, base_macs = self.leaver_macs(situation, exit_type)
         if general:
-            # MACs change per leaver, by rest position (the same float operation per sample as
-            # ``(leave_cost - head) - rest_table[rest_position]``), looked up by rest code.
-            by_position = (leave_cost - head) - rest_table
-            steps = np.take(np.repeat(by_position, 2), codes)
+            # MACs change per leaver, by rest position, looked up by rest code.
+            steps = np.take(np.repeat(weights, 2), codes)
             moved = np.empty(count + 1, dtype=np.float64)
             moved[0] = 0.0
             np.cumsum(steps, out=moved[1:])
-            present = by_position[situation.rest_counts > 0]  # the rest positions that occur
+            present = weights[situation.rest_counts > 0]  # the rest positions that occur
             direction = -1 if (present < 0).all() else (1 if (present > 0).all() else 0)
             step = 0.0
+            rest_right, rest_position = (codes & 1).astype(bool), codes >> 1
         else:
-            step = (leave_cost - head) - float(rest_table[-1])
+            step = float(weights[-1])
             moved = None
             direction = -1 if step < 0 else (1 if step > 0 else 0)
-
-        calibrated_acc = None
-        if self.calibration:
-            if not general:  # the final head's correctness, from right − gain
-                rest_right = (arriving(table.right).astype(np.int8) - arriving(table.gain)) > 0
-            calibrated_acc = np.asarray(self._calibrated_cuts(
-                situation, np.arange(count + 1), arriving(table.right), rest_right,
-                rest_position), dtype=np.float64)
-        base_correct = int(situation.fixed_correct.sum()) + int(situation.rest_correct_counts.sum())
+            # every rest fate is the final head: its correctness is right − gain
+            rest_right = (arriving(table.right).astype(np.int8) - arriving(table.gain)) > 0
+            rest_position = None
+        calibrated_acc = np.asarray(self._calibrated_cuts(
+            situation, np.arange(count + 1), arriving(table.right), rest_right, rest_position),
+            dtype=np.float64)
         if self._ramp is None:
             self._ramp = np.arange(self.num_samples + 1, dtype=np.float64)
         scratch = getattr(self._local, "scratch", None)
@@ -802,9 +762,8 @@ class _Searcher:
             scratch = (np.empty(self.num_samples + 1, dtype=np.float64),
                        np.empty(self.num_samples + 1, dtype=np.float64))
             self._local.scratch = scratch
-        return _Curve(invalid, count, self.num_samples, base_correct, gained, calibrated_acc,
-                      base_macs, step, moved, direction, table.conf, positions, self._ramp,
-                      scratch)
+        return _Curve(invalid, count, self.num_samples, calibrated_acc, base_macs, step, moved,
+                      direction, table.conf, positions, self._ramp, scratch)
 
     def _calibrated_cuts(self, situation: _Situation, cuts: np.ndarray, leave_right: np.ndarray,
                          rest_right: np.ndarray | None,
@@ -945,7 +904,7 @@ class _Searcher:
         one :class:`CurveSet` in one thread, else one curve per type (in worker threads, or
         calibrated)."""
         if self._pool is None and not self.calibration:
-            curves = self.onepass_curves(situation)
+            curves = self.curve_set(situation)
             cut, acc, macs = curves.best(lam, self.scale.acc_span, self.scale.macs_span)
             costs = cost(acc, macs, lam[None, :], self.scale)
             return _Options(list(zip(cut, costs, strict=True)),
@@ -955,33 +914,9 @@ class _Searcher:
             curve = self.curve(situation, exit_type)
             return (curve, *self.best_cuts(curve, lam))
 
-        found = self.map_types(curve_and_best)
+        found = self.map(curve_and_best, range(self.num_types))
         return _Options([(best, costs) for _, best, costs in found],
                         lambda k, j: float(found[k][0].threshold(np.asarray([j]))[0]))
-
-    def onepass_curves(self, situation: _Situation) -> CurveSet:
-        """:class:`CurveSet` of every exit type at a situation where every arriving sample
-        would reach the final head (``rest_code`` ``None``)."""
-        p = situation.position
-        rights, finals = self.rights(p), self.final_rights(p)
-        codes = finals.astype(self.code_type)
-        codes += self.code_type(2 * (self.num_positions - 1))
-        gain = rights - finals
-        if situation.arrive is None:
-            codes[:, self.num_samples:] = -1
-        else:
-            arrive = np.zeros(rights.shape, dtype=np.int8)
-            for exit_type in range(self.num_types):
-                order = self.exit_order(self.records.exit_index(p, exit_type)).order
-                np.take(situation.arrive.view(np.int8), order,
-                        out=arrive[exit_type, :self.num_samples])
-            codes += 1
-            codes *= arrive
-            codes -= 1
-            gain *= arrive
-        sums = block_sums(rights, self.exit_stack(p).orders[0].block, codes,
-                          (self.num_positions - 1,), self.num_positions, gain)
-        return self.curve_set(situation, codes, sums)
 
     def _finish_onepass(self, node: _OnepassNode, ids: np.ndarray, lams: np.ndarray,
                         results: list) -> None:
@@ -1070,7 +1005,7 @@ class _Searcher:
                     best, costs = self.best_cuts(curve, todo)
                     return costs, curve.threshold(best)
 
-                options = self.map_types(option)
+                options = self.map(option, range(self.num_types))
                 none_acc, none_macs = self.none_option(situation)
                 none_costs = cost(none_acc, none_macs, todo, self.scale)
                 for j, value in enumerate(todo.tolist()):
@@ -1086,6 +1021,27 @@ class _Searcher:
                     best_cost[i] = none_cost
                     change[i] = (p, -1, 1.0)
         return best_cost, change
+
+
+def rest_codes(leave: list[np.ndarray | None], right: list[np.ndarray | None],
+               final_right: np.ndarray, code_type: type) -> np.ndarray:
+    """int ``(P-1, n)``: for each position ``p``, where each of ``n`` samples would leave with
+    ``p`` disabled, as ``2·position + right`` (the final head when no enabled exit takes it), -1
+    for the samples that do not arrive at ``p``. ``leave[q]``/``right[q]``: bool ``(n,)`` whether
+    position ``q``'s exit would let each sample leave / is right (``None``: no exit)."""
+    count = len(leave)
+    after = (2 * count + final_right).astype(code_type)  # the first exit after p that takes it
+    codes = np.empty((count, final_right.shape[0]), dtype=code_type)
+    for p in range(count - 1, -1, -1):
+        codes[p] = after
+        if leave[p] is not None:
+            after = np.where(leave[p], (2 * p + right[p]).astype(code_type), after)
+    arrive = np.ones(final_right.shape[0], dtype=bool)
+    for p in range(count):
+        codes[p] = np.where(arrive, codes[p], code_type(-1))
+        if leave[p] is not None:
+            arrive &= ~leave[p]
+    return codes
 
 
 @dataclass
@@ -1145,29 +1101,19 @@ class _CircularNode:
             self.acc = float(searcher.calibrated(list(self.exit_counts), list(self.correct_counts)))
         else:
             self.acc = int(self.correct_counts.sum()) / num_samples
-        self.code_type = np.int8 if 2 * num_positions < 127 else np.int32
-        self._after: dict[int, np.ndarray] = {}
-
-    def after(self, p: int) -> np.ndarray:
-        """int ``(N,)``: ``2·position + right`` of the first enabled exit after ``p`` that each
-        sample would leave at (the final head if none)."""
-        if p not in self._after:
-            searcher = self.searcher
-            last = searcher.num_positions - 1
-            if p + 1 >= last:
-                code = (2 * last + searcher.final_correct).astype(self.code_type)
-            else:
-                code = self.after(p + 1)
-                if p + 1 in self.leave:
-                    here = (2 * (p + 1) + searcher.correct[self.rows[p + 1]]).astype(self.code_type)
-                    code = np.where(self.leave[p + 1], here, code)
-            self._after[p] = code
-        return self._after[p]
+        self._codes: np.ndarray | None = None
 
     def codes_at(self, p: int) -> np.ndarray:
         """int ``(N,)``: ``2·position + right`` of where each sample would leave with ``p``
-        disabled, -1 for the samples that do not arrive at ``p``."""
-        return np.where(self.arrive_at[p], self.after(p), self.code_type(-1))
+        disabled, -1 for the samples that do not arrive at ``p`` (see :func:`rest_codes`)."""
+        if self._codes is None:
+            searcher = self.searcher
+            positions = range(searcher.num_positions - 1)
+            self._codes = rest_codes(
+                [self.leave.get(q) for q in positions],
+                [searcher.correct[self.rows[q]] if q in self.rows else None for q in positions],
+                searcher.final_correct, searcher.code_type)
+        return self._codes[p]
 
     def situation(self, p: int) -> _Situation:
         searcher = self.searcher

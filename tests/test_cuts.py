@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dyce.cuts import BlockCurve, block_sums, exit_order
+from dyce.cuts import BlockCurve, CurveSet, block_sums, exit_order, stack_exits
 from dyce.evaluate import exceeds
 
 
@@ -62,9 +62,10 @@ def test_pruned_scan_finds_the_first_best_cut_of_a_full_scan(data, size, block, 
     codes = np.full(exit.padded, -1, np.int8)
     codes[:size] = np.where(arriving, 2 * rest + rest_right, -1)
     present = tuple(r for r in range(positions) if np.any(rest == r)) or (0,)
-    sums = block_sums(exit.right, block, codes, present, positions)
-    curve = BlockCurve(exit, codes, sums, weights, int(arriving.sum()), base_correct=3,
-                       base_macs=7.0, positions=present)
+    sums = block_sums(exit.right[None], block, codes[None], present, positions)
+    curve = BlockCurve(CurveSet(stack_exits([exit]), codes[None], sums, weights[None],
+                                int(arriving.sum()), base_correct=3, base_macs=np.array([7.0]),
+                                positions=present))
     cut, acc, macs = curve.best(lambdas, acc_span=0.7, macs_span=5.0)
     expected = brute_force_best(conf, arriving, gain, rest, weights, lambdas, 0.7, 5.0, 3, 7.0)
     assert [(int(c), float(a), float(m)) for c, a, m in zip(cut, acc, macs, strict=True)] == \

@@ -306,8 +306,8 @@ def test_divide_and_conquer_over_lambdas_finds_each_first_cheapest_cut(accuracy,
     invalid = np.array(data.draw(st.lists(st.integers(1, count - 1), unique=True,
                                           max_size=count // 2)) if count > 1 else [],
                        dtype=np.int64)
-    curve = _Curve(invalid=invalid, count=count - 1, num_samples=1, base_correct=0,
-                   gained=None, calibrated_acc=np.array(accuracy) / 8, base_macs=0.0, step=0.0,
+    curve = _Curve(invalid=invalid, count=count - 1, num_samples=1,
+                   calibrated_acc=np.array(accuracy) / 8, base_macs=0.0, step=0.0,
                    moved=macs / 8.0, direction=direction, conf=np.zeros(count, np.float32),
                    positions=None)
     scale = CostScale(0.0, 1.0, 0.0, 1.0)
