@@ -23,7 +23,7 @@ import numpy as np
 
 from dyce.cuts import BlockSums, block_sums
 from dyce.evaluate import exceeds
-from dyce.search import _CircularNode, cost, rest_codes
+from dyce.search import _CircularNode, cost, occurring_positions, rest_codes
 
 if TYPE_CHECKING:
     from dyce.search import SearchResult, _Searcher, _Situation
@@ -56,12 +56,6 @@ class _State:
         return self._situations[p]
 
 
-def _occurring(tally: np.ndarray, num_positions: int) -> tuple[int, ...]:
-    """Rest positions with arriving samples, from a tally of rest codes + 1."""
-    counts = tally[1::2] + tally[2::2]
-    return tuple(int(r) for r in np.flatnonzero(counts[:num_positions])) or (num_positions - 1,)
-
-
 def fresh_state(searcher: _Searcher, node) -> _State:
     """Every situation and curve of ``node``'s configuration computed from scratch."""
     num_positions = searcher.num_positions
@@ -71,8 +65,9 @@ def fresh_state(searcher: _Searcher, node) -> _State:
         tally = np.bincount(code.astype(np.intp) + 1, minlength=2 * num_positions + 1)
         stack = searcher.exit_stack(p)
         codes, _ = searcher.sorted_codes(stack, rest_code=code)
+        rest_counts = tally[1::2] + tally[2::2]  # tally: samples per rest code + 1
         sums = block_sums(stack.right.reshape(codes.shape), stack.block, codes,
-                          _occurring(tally, num_positions), num_positions)
+                          occurring_positions(rest_counts), num_positions)
         tallies.append(tally)
         curves.append((codes, sums))
     return _State(node, tallies, curves)
@@ -170,14 +165,12 @@ class _Prepared:
             best = np.minimum(best, self.none)
         return best
 
-    def options(self, ceiling: np.ndarray | None = None) -> None:
+    def options(self, ceiling: np.ndarray) -> None:
         """Store the options. ``ceiling`` ``(L,)``: costs above it cannot matter (another
         option reaches it); cuts that cannot beat it are not scanned, and a type none of whose
         cuts can is stored with the cost of its best scanned cut, which is above the ceiling."""
-        floor = None
-        if ceiling is not None:
-            margin = RELATIVE_MARGIN * (1.0 + np.abs(ceiling))
-            floor = self.zero - (ceiling + margin)[None, :]
+        margin = RELATIVE_MARGIN * (1.0 + np.abs(ceiling))
+        floor = self.zero - (ceiling + margin)[None, :]
         scale = self.scale
         cut, acc, macs = self.curves.best(self.lambdas, scale.acc_span, scale.macs_span,
                                           floor=floor, bounds=self.bounds)

@@ -694,8 +694,7 @@ class _Searcher:
             types, stack = list(range(self.num_types)), self.exit_stack(p)
         else:
             stack = stack_exits([self.exit_order(self.records.exit_index(p, k)) for k in types])
-        occurring = np.flatnonzero(situation.rest_counts > 0)
-        positions = tuple(int(q) for q in occurring) or (self.num_positions - 1,)
+        positions = occurring_positions(situation.rest_counts)
         if codes is None:
             codes, gain = self.sorted_codes(stack, situation.arrive, situation.rest_code)
             sums = block_sums(stack.right.reshape(len(types), -1), stack.block, codes, positions,
@@ -1021,6 +1020,12 @@ class _Searcher:
                     best_cost[i] = none_cost
                     change[i] = (p, -1, 1.0)
         return best_cost, change
+
+
+def occurring_positions(rest_counts: np.ndarray) -> tuple[int, ...]:
+    """The rest positions with arriving samples (``rest_counts`` int ``(P,)``), ascending; the
+    final head when there are none."""
+    return tuple(int(q) for q in np.flatnonzero(rest_counts > 0)) or (rest_counts.shape[0] - 1,)
 
 
 def rest_codes(leave: list[np.ndarray | None], right: list[np.ndarray | None],
