@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dyce.cuts import BlockSums, block_sums
-from dyce.evaluate import exceeds
 from dyce.search import _CircularNode, cost, occurring_positions, rest_codes
 
 if TYPE_CHECKING:
@@ -36,17 +35,18 @@ REBUILD_FRACTION = 0.5
 
 
 class _State:
-    """One configuration: counts (a ``_CircularNode``), per position the rest-code tally and
-    the codes ``(T, nb·B)`` of every exit type's sorted elements with their block sums; per
-    position the options computed so far (λ index → (cost per exit type, cut per exit type,
-    cost of "none"))."""
+    """One configuration: counts and leave masks (a ``_CircularNode``), the rest codes
+    ``(P-1, N)`` of every sample at every position, and per position the rest-code tally and
+    the block sums of every exit type's sorted order; per position the options computed so far
+    (λ index → (cost per exit type, cut per exit type, cost of "none"))."""
 
-    def __init__(self, node, tallies: list[np.ndarray],
-                 curves: list[tuple[np.ndarray, BlockSums]]) -> None:
+    def __init__(self, node, codes: np.ndarray, tallies: list[np.ndarray],
+                 sums: list[BlockSums]) -> None:
         self.node = node
         self.config = node.config
+        self.codes = codes
         self.tallies = tallies
-        self.curves = curves
+        self.sums = sums
         self.options: list[dict[int, tuple]] = [{} for _ in tallies]
         self._situations: dict[int, _Situation] = {}
 
@@ -59,27 +59,27 @@ class _State:
 def fresh_state(searcher: _Searcher, node) -> _State:
     """Every situation and curve of ``node``'s configuration computed from scratch."""
     num_positions = searcher.num_positions
-    tallies, curves = [], []
+    tallies, sums = [], []
     for p in range(num_positions - 1):
         code = node.codes_at(p)
         tally = np.bincount(code.astype(np.intp) + 1, minlength=2 * num_positions + 1)
         stack = searcher.exit_stack(p)
         codes, _ = searcher.sorted_codes(stack, rest_code=code)
         rest_counts = tally[1::2] + tally[2::2]  # tally: samples per rest code + 1
-        sums = block_sums(stack.right.reshape(codes.shape), stack.block, codes,
-                          occurring_positions(rest_counts), num_positions)
+        sums.append(block_sums(stack.right.reshape(codes.shape), stack.block, codes,
+                               occurring_positions(rest_counts), num_positions))
         tallies.append(tally)
-        curves.append((codes, sums))
-    return _State(node, tallies, curves)
+    return _State(node, node.codes_at(slice(None)), tallies, sums)
 
 
-def fate_codes(searcher: _Searcher, config: tuple, labels: np.ndarray) -> np.ndarray:
-    """int ``(P-1, n)``: the rest codes of ``labels`` at every position under ``config``
-    (:func:`dyce.search.rest_codes`; ``_CircularNode.codes_at`` restricted to ``labels``)."""
+def fate_codes(searcher: _Searcher, node, labels: np.ndarray) -> np.ndarray:
+    """int ``(P-1, n)``: the rest codes of ``labels`` at every position under ``node``'s
+    configuration (:func:`dyce.search.rest_codes`; ``_CircularNode.codes_at`` restricted to
+    ``labels``)."""
     leave, right = [], []
-    for p, (k, t) in enumerate(config):
-        row = searcher.records.exit_index(p, k) if k >= 0 else None
-        leave.append(None if row is None else exceeds(searcher.confs[row][labels], t))
+    for p in range(searcher.num_positions - 1):
+        row = node.rows.get(p)
+        leave.append(None if row is None else node.leave[p][labels])
         right.append(None if row is None else searcher.correct[row][labels])
     return rest_codes(leave, right, searcher.final_correct[labels], searcher.code_type)
 
@@ -89,7 +89,7 @@ def child_state(searcher: _Searcher, parent: _State, position: int, exit_type: i
     """The state after setting ``position`` to ``(exit_type, threshold)``."""
     config = list(parent.config)
     config[position] = (exit_type, threshold)
-    node = _CircularNode(searcher, tuple(config))
+    node = _CircularNode(searcher, tuple(config), parent.node)
     num_samples = searcher.num_samples
     old_leave = parent.node.leave.get(position)
     new_leave = node.leave.get(position)
@@ -112,31 +112,25 @@ def child_state(searcher: _Searcher, parent: _State, position: int, exit_type: i
     labels = np.flatnonzero(differs)
     if labels.shape[0] > REBUILD_FRACTION * num_samples:
         return fresh_state(searcher, node)
-    old = fate_codes(searcher, parent.config, labels)
-    new = fate_codes(searcher, node.config, labels)
+    old = np.take(parent.codes, labels, axis=1)
+    new = fate_codes(searcher, node, labels)
+    codes = parent.codes.copy()
+    codes[:, labels] = new
+    node.set_codes(codes)
 
-    def update(p: int) -> tuple[np.ndarray, tuple[np.ndarray, BlockSums]]:
+    def update(p: int) -> tuple[np.ndarray, BlockSums]:
         changed = np.flatnonzero(old[p] != new[p]) if p != position else np.zeros(0, np.intp)
         if changed.shape[0] == 0:
-            return parent.tallies[p], parent.curves[p]
+            return parent.tallies[p], parent.sums[p]
         moved, before, after = labels[changed], old[p][changed], new[p][changed]
         tally = parent.tallies[p].copy()
         np.subtract.at(tally, before.astype(np.intp) + 1, 1)
         np.add.at(tally, after.astype(np.intp) + 1, 1)
-        codes, sums = parent.curves[p]
-        stack = searcher.exit_stack(p)
-        types, padded = codes.shape
-        where = searcher.ranks(p)[:, moved].astype(np.intp)  # (T, n)
-        codes = codes.copy()
-        flat = (where + (np.arange(types) * padded)[:, None]).ravel()
-        np.put(codes, flat, np.tile(after, types))
-        sums = sums.updated(stack.right.reshape(codes.shape), stack.block, flat, before, after)
-        return tally, (codes, sums)
+        placed = np.take(searcher.sample_blocks(p), moved, axis=0)  # (n, T)
+        return tally, parent.sums[p].updated(placed, before, after)
 
     updates = searcher.map(update, range(searcher.num_positions - 1))
-    tallies = [tally for tally, _ in updates]
-    curves = [curve for _, curve in updates]
-    return _State(node, tallies, curves)
+    return _State(node, codes, [tally for tally, _ in updates], [sums for _, sums in updates])
 
 
 class _Prepared:
@@ -182,8 +176,7 @@ class _Prepared:
 
 
 def _curves(searcher: _Searcher, state: _State, p: int):
-    codes, sums = state.curves[p]
-    return searcher.curve_set(state.situation(p), codes=codes, sums=sums)
+    return searcher.curve_set(state.situation(p), by_sample=state.codes[p], sums=state.sums[p])
 
 
 def circular(searcher: _Searcher, lambdas: list[float], *, max_rounds: int,

@@ -24,8 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 #: Samples per block (below 2**14: block sums are int16). Smaller blocks bound tighter but
-#: cost more per λ
-#: (see docs/benchmarks.md).
+#: cost more per λ (see docs/benchmarks.md).
 BLOCK = 128
 
 #: Relative slack of the block bounds against floating-point rounding (values are O(1)).
@@ -35,6 +34,10 @@ BOUND_SLACK = 1e-9
 #: (bounds that prune little, e.g. long runs of equal confidences, would otherwise need memory
 #: proportional to types × λ × samples).
 SCAN_VALUES = 1 << 22
+
+#: Factor separating the raises from the gain in :meth:`BlockSums.updated`'s one weighted count:
+#: above 4·B (a block's gain changes by at most 2·B, as B < 2**14 does).
+RAISES_SCALE = 65536.0
 
 
 @dataclass(frozen=True)
@@ -139,37 +142,52 @@ class BlockSums:
     raises: np.ndarray
     rest: np.ndarray
 
-    def updated(self, right: np.ndarray, block: int, where: np.ndarray, old: np.ndarray,
-                new: np.ndarray) -> BlockSums:
-        """The sums after some samples change code ``old`` → ``new`` (each ``(n,)``) in every
-        exit: ``where`` intp ``(T·n,)`` their positions in the flattened ``(T, nb·B)`` sorted
-        orders (type-major); ``right``: int8 ``(T, nb·B)`` the exits' correctness. A copy;
-        ``self`` is unchanged."""
+    def updated(self, placed: np.ndarray, old: np.ndarray, new: np.ndarray) -> BlockSums:
+        """The sums after ``n`` samples change code ``old`` → ``new`` (each ``(n,)``) in every
+        exit; ``placed``: int32 ``(n, T)`` their rows of :func:`sample_blocks`. A copy; ``self``
+        is unchanged."""
         types, count, positions = self.rest.shape
         size = types * count
-        blocks = where // block  # flat block index: whole blocks per type
-        right = np.take(right, where)  # (T·n,) int8
-        # Per sample (the same in every exit): arrival, right rest fate, and "a right leaver
-        # here would gain" (arrives, rest fate wrong), before and after.
+        blocks = (placed >> 1).astype(np.intp)  # (n, T) flat block index
+        right = (placed & 1).astype(np.int8)
+        # Per sample (the same in every exit, broadcast over types): arrival, right rest fate,
+        # and "a right leaver here would gain" (arrives, rest fate wrong), after minus before.
         left, came = old >= 0, new >= 0
-        arrival = came.view(np.int8) - left.view(np.int8)
-        rest_right = (new & 1).astype(np.int8) * came - (old & 1).astype(np.int8) * left
-        gaining = (came & ~(new & 1).astype(bool)).view(np.int8) \
-            - (left & ~(old & 1).astype(bool)).view(np.int8)
-        gain_delta = right * np.tile(arrival, types) - np.tile(rest_right, types)
-        gain = self.gain + np.bincount(blocks, gain_delta.astype(np.float64), size).astype(
-            np.int64).reshape(types, count)
-        raises = self.raises + np.bincount(
-            blocks, (right * np.tile(gaining, types)).astype(np.float64), size).astype(
-            np.int64).reshape(types, count)
+        arrival = (came.view(np.int8) - left.view(np.int8))[:, None]
+        rest_right = ((new & 1) * came - (old & 1) * left).astype(np.int8)[:, None]
+        gaining = ((came & ((new & 1) == 0)).view(np.int8)
+                   - (left & ((old & 1) == 0)).view(np.int8))[:, None]
+        # One weighted count for both: gain + RAISES_SCALE·raises, per block |gain| ≤ 2·B and
+        # |raises| ≤ B, so the integer sums separate exactly (float64 holds them exactly).
+        weight = (right * arrival - rest_right).astype(np.float64)
+        weight += (right * gaining) * RAISES_SCALE
+        total = np.bincount(blocks.ravel(), weight.ravel(), size)
+        raised = np.floor((total + RAISES_SCALE / 2) / RAISES_SCALE)
+        gain = self.gain + (total - raised * RAISES_SCALE).astype(np.int64).reshape(types, count)
+        raises = self.raises + raised.astype(np.int64).reshape(types, count)
         # Arriving elements by rest position: slot ``positions`` (dropped) for "not arriving".
-        slot_old = np.tile(np.where(left, old >> 1, positions).astype(np.intp), types)
-        slot_new = np.tile(np.where(came, new >> 1, positions).astype(np.intp), types)
         wide = positions + 1
-        rest = np.bincount(blocks * wide + slot_new, minlength=size * wide)
-        rest -= np.bincount(blocks * wide + slot_old, minlength=size * wide)
-        rest = self.rest + rest.reshape(types, count, wide)[:, :, :positions]
-        return BlockSums(gain, raises, rest)
+        rest = np.zeros((types, count, wide), dtype=np.int64)
+        rest[:, :, :positions] = self.rest
+        flat = rest.reshape(-1)
+        blocks *= wide
+        np.add.at(flat, (blocks + np.where(came, new >> 1, positions)[:, None]).ravel(), 1)
+        np.subtract.at(flat, (blocks + np.where(left, old >> 1, positions)[:, None]).ravel(), 1)
+        return BlockSums(gain, raises, rest[:, :, :positions])
+
+
+def sample_blocks(stack: ExitStack, correct: np.ndarray) -> np.ndarray:
+    """int32 ``(N, T)``: for every sample and exit type of ``stack``, ``2·b + right`` with ``b``
+    the flat index ``t·nb + block`` of the block holding the sample in type ``t``'s sorted order
+    and ``right`` whether that exit is right (``correct``: bool ``(T, N)`` by sample)."""
+    types, blocks, block = stack.valid.shape
+    table = np.empty((correct.shape[1], types), dtype=np.int32)
+    for t, exit in enumerate(stack.orders):
+        place = np.arange(exit.num_samples, dtype=np.int32) // block + t * blocks
+        column = np.empty(exit.num_samples, dtype=np.int32)
+        column[exit.order] = place
+        table[:, t] = 2 * column + correct[t]
+    return table
 
 
 def element_gain(right: np.ndarray, codes: np.ndarray) -> np.ndarray:
@@ -223,7 +241,8 @@ class CurveSet:
     ``exits``: the types' stacked :class:`ExitOrder`. ``codes``: int
     ``(T, nb·B)`` per element ``2·rest position + rest right`` (the exit the sample would leave at
     with this position disabled, and whether it is right there), -1 when the sample does not
-    arrive. ``sums``: their :class:`BlockSums` ``(T, …)``. ``weights``: float64 ``(T, P)`` MACs
+    arrive; or ``None`` with ``by_sample`` the same codes by sample (int ``(N,)``), gathered for
+    the few blocks a scan reads. ``sums``: their :class:`BlockSums` ``(T, …)``. ``weights``: float64 ``(T, P)`` MACs
     change per leaver by rest position. ``positions``: the rest positions that occur, ascending
     (the same for every type: the situation's). Accuracy at cut ``j`` (``j`` arriving leavers) is
     ``(base_correct + G)/N``, mean MACs ``(base_macs[t] + M)/N``.
@@ -237,12 +256,14 @@ class CurveSet:
     base_correct: int
     base_macs: np.ndarray
     positions: tuple[int, ...]
+    by_sample: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         types, blocks, block = self.exits.valid.shape
         self.right, self.valid = self.exits.right, self.exits.valid
         self.boundary_valid = self.exits.boundary_valid
-        self.codes = self.codes.reshape(types, blocks, block)
+        if self.codes is not None:
+            self.codes = self.codes.reshape(types, blocks, block)
         rest_block = self.sums.rest[:, :, list(self.positions)].astype(np.float64)
         rest_start = np.zeros((types, blocks + 1, len(self.positions)), dtype=np.float64)
         np.cumsum(rest_block, axis=1, out=rest_start[:, 1:])  # counts: exact in float64
@@ -302,7 +323,7 @@ class CurveSet:
         if bounds is None:
             bounds = self.bounds(lambdas, acc_span, macs_span)
         total = self.num_samples
-        types, blocks, block = self.codes.shape
+        types, blocks, block = self.valid.shape
         count = bounds.lambdas.shape[0]
         weight_acc, weight_macs = bounds.weight_acc, bounds.weight_macs
         needed = bounds.lower - bounds.slack
@@ -332,11 +353,11 @@ class CurveSet:
         """Scan the candidate blocks ``(T, L', nb)`` of λs ``offset … offset+L'-1``; write the
         winners' ``G``, ``M`` and ``j`` into ``gained``, ``moved``, ``cut`` (flat ``(T·L,)``,
         zero where cut 0 wins)."""
-        types, blocks, block = self.codes.shape
+        types, blocks, block = self.valid.shape
         kind, where = np.nonzero(candidate.any(axis=1))  # (type, block) to scan, U of them
         if kind.shape[0] == 0:
             return
-        codes = self.codes[kind, where]  # (U, B)
+        codes = self.block_codes(kind, where)  # (U, B)
         gain = np.cumsum(element_gain(self.right[kind, where], codes), axis=1, dtype=np.int64)
         gain += self.gain_start[kind, where][:, None]
         steps = np.take(self.steps.ravel(), codes.astype(np.intp)
@@ -376,8 +397,25 @@ class CurveSet:
             starts = self.rest_start[kind].sum(axis=1).astype(np.int64)
             self._arrive_start[kind] = starts
         block = int(np.searchsorted(starts, index, side="right")) - 1
-        inside = np.flatnonzero(self.codes[kind, block] >= 0)[index - starts[block]]
-        return block * self.codes.shape[2] + int(inside)
+        codes = self.block_codes(np.asarray([kind]), np.asarray([block]))[0]
+        inside = np.flatnonzero(codes >= 0)[index - starts[block]]
+        return block * self.valid.shape[2] + int(inside)
+
+    def block_codes(self, kind: np.ndarray, where: np.ndarray) -> np.ndarray:
+        """``(U, B)`` the codes of blocks ``where`` (intp ``(U,)``) of types ``kind``."""
+        if self.codes is not None:
+            return self.codes[kind, where]
+        block = self.valid.shape[2]
+        index = where[:, None] * block + np.arange(block)  # (U, B) places in the sorted orders
+        codes = np.full(index.shape, -1, dtype=self.by_sample.dtype)
+        for t in np.unique(kind).tolist():
+            rows = np.flatnonzero(kind == t)
+            places = index[rows]
+            inside = places < self.num_samples  # the padding after the last sample stays -1
+            part = codes[rows]
+            part[inside] = self.by_sample[self.exits.orders[t].order[places[inside]]]
+            codes[rows] = part
+        return codes
 
     def threshold(self, kind: int, cuts: np.ndarray) -> np.ndarray:
         """float64 threshold letting exactly ``cuts`` arriving samples of type ``kind`` leave: 1

@@ -45,6 +45,7 @@ from dyce.cuts import (
     block_sums,
     exit_order,
     midpoint,
+    sample_blocks,
     stack_exits,
 )
 from dyce.errors import DyceError
@@ -510,7 +511,7 @@ class _Searcher:
         self.head = info.head_macs
         self._sorted: dict[int, _ExitTable] = {}
         self._orders: dict[int, ExitOrder] = {}
-        self._ranks: dict[int, np.ndarray] = {}
+        self._sample_blocks: dict[int, np.ndarray] = {}
         self._stacks: dict[int, ExitStack] = {}
         self._all_arrive: np.ndarray | None = None
         self._ramp: np.ndarray | None = None
@@ -575,17 +576,15 @@ class _Searcher:
             self._orders[row] = order
         return order
 
-    def ranks(self, p: int) -> np.ndarray:
-        """int32 ``(T, N)``: each sample's place in the sorted order of every exit type at
-        position ``p`` (once per position)."""
-        ranks = self._ranks.get(p)
-        if ranks is None:
-            ranks = np.empty((self.num_types, self.num_samples), dtype=np.int32)
-            for k in range(self.num_types):
-                order = self.exit_order(self.records.exit_index(p, k)).order
-                ranks[k, order] = np.arange(self.num_samples, dtype=np.int32)
-            self._ranks[p] = ranks
-        return ranks
+    def sample_blocks(self, p: int) -> np.ndarray:
+        """int32 ``(N, T)``: each sample's block and correctness in the sorted order of every
+        exit type at position ``p`` (:func:`dyce.cuts.sample_blocks`; once per position)."""
+        table = self._sample_blocks.get(p)
+        if table is None:
+            rows = [self.records.exit_index(p, k) for k in range(self.num_types)]
+            table = sample_blocks(self.exit_stack(p), self.correct[rows])
+            self._sample_blocks[p] = table
+        return table
 
     def exit_stack(self, p: int) -> ExitStack:
         """Every exit type's sorted order at position ``p``, stacked (once per position)."""
@@ -686,23 +685,25 @@ class _Searcher:
         return int(situation.fixed_correct.sum()) + int(situation.rest_correct_counts.sum())
 
     def curve_set(self, situation: _Situation, types: list[int] | None = None,
-                  codes: np.ndarray | None = None, sums: BlockSums | None = None) -> CurveSet:
+                  by_sample: np.ndarray | None = None, sums: BlockSums | None = None) -> CurveSet:
         """:class:`CurveSet` of exit types ``types`` (``None``: all) at the situation's
-        position, from their codes ``(T', nb·B)`` and sums when the caller has them."""
+        position; from the rest codes by sample (int ``(N,)``) and the sums when the caller has
+        them."""
         p = situation.position
         if types is None:
             types, stack = list(range(self.num_types)), self.exit_stack(p)
         else:
             stack = stack_exits([self.exit_order(self.records.exit_index(p, k)) for k in types])
         positions = occurring_positions(situation.rest_counts)
-        if codes is None:
+        codes = None
+        if by_sample is None:
             codes, gain = self.sorted_codes(stack, situation.arrive, situation.rest_code)
             sums = block_sums(stack.right.reshape(len(types), -1), stack.block, codes, positions,
                               self.num_positions, gain)
         per_type = [self.leaver_macs(situation, k) for k in types]
         return CurveSet(stack, codes, sums, np.stack([w for w, _ in per_type]),
                         int(situation.rest_counts.sum()), self.base_correct(situation),
-                        np.asarray([m for _, m in per_type]), positions)
+                        np.asarray([m for _, m in per_type]), positions, by_sample)
 
     def compact_curve(self, situation: _Situation, exit_type: int) -> _Curve:
         """Every valid cut of ``exit_type`` at the situation's position, over the arriving
@@ -1072,9 +1073,11 @@ class _OnepassNode:
 
 
 class _CircularNode:
-    """Per-sample fates of one full configuration, and the situation of every position."""
+    """Per-sample fates of one full configuration, and the situation of every position
+    (``parent``: a node whose leave masks are reused where the configurations agree)."""
 
-    def __init__(self, searcher: _Searcher, config: tuple) -> None:
+    def __init__(self, searcher: _Searcher, config: tuple,
+                 parent: _CircularNode | None = None) -> None:
         self.searcher = searcher
         self.config = config
         records = searcher.records
@@ -1083,7 +1086,9 @@ class _CircularNode:
         self.leave: dict[int, np.ndarray] = {}
         self.rows: dict[int, int] = {}
         for p, (k, t) in enumerate(pairs):
-            if k >= 0:
+            if k >= 0 and parent is not None and parent.config[p] == config[p]:
+                self.rows[p], self.leave[p] = parent.rows[p], parent.leave[p]  # shared, read-only
+            elif k >= 0:
                 self.rows[p] = records.exit_index(p, k)
                 self.leave[p] = exceeds(searcher.confs[self.rows[p]], t)
         self.leave_macs = position_macs(searcher.info, pairs)
@@ -1108,9 +1113,14 @@ class _CircularNode:
             self.acc = int(self.correct_counts.sum()) / num_samples
         self._codes: np.ndarray | None = None
 
-    def codes_at(self, p: int) -> np.ndarray:
+    def set_codes(self, codes: np.ndarray) -> None:
+        """Take the rest codes ``(P-1, N)`` of every position (derived by the caller)."""
+        self._codes = codes
+
+    def codes_at(self, p: int | slice) -> np.ndarray:
         """int ``(N,)``: ``2·position + right`` of where each sample would leave with ``p``
-        disabled, -1 for the samples that do not arrive at ``p`` (see :func:`rest_codes`)."""
+        disabled, -1 for the samples that do not arrive at ``p`` (see :func:`rest_codes`);
+        ``(P-1, N)`` for every position when ``p`` is ``slice(None)``."""
         if self._codes is None:
             searcher = self.searcher
             positions = range(searcher.num_positions - 1)

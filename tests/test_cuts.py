@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dyce.cuts import BlockCurve, CurveSet, block_sums, exit_order, stack_exits
+from dyce.cuts import BlockCurve, CurveSet, block_sums, exit_order, sample_blocks, stack_exits
 from dyce.evaluate import exceeds
 
 
@@ -63,16 +63,19 @@ def test_pruned_scan_finds_the_first_best_cut_of_a_full_scan(data, size, block, 
     codes[:size] = np.where(arriving, 2 * rest + rest_right, -1)
     present = tuple(r for r in range(positions) if np.any(rest == r)) or (0,)
     sums = block_sums(exit.right[None], block, codes[None], present, positions)
-    curve = BlockCurve(CurveSet(stack_exits([exit]), codes[None], sums, weights[None],
-                                int(arriving.sum()), base_correct=3, base_macs=np.array([7.0]),
-                                positions=present))
-    cut, acc, macs = curve.best(lambdas, acc_span=0.7, macs_span=5.0)
     expected = brute_force_best(conf, arriving, gain, rest, weights, lambdas, 0.7, 5.0, 3, 7.0)
-    assert [(int(c), float(a), float(m)) for c, a, m in zip(cut, acc, macs, strict=True)] == \
-        [(c, a, m) for c, a, m in expected]
-    # The threshold lets exactly the chosen arriving samples leave.
-    for chosen, threshold in zip(cut, curve.threshold(cut), strict=True):
-        assert int(np.count_nonzero(exceeds(conf[arriving], threshold))) == chosen
+    # The codes in sorted order, or by sample (the order is the identity here).
+    for sorted_codes, by_sample in ((codes[None], None), (None, codes[:size].copy())):
+        curve = BlockCurve(CurveSet(stack_exits([exit]), sorted_codes, sums, weights[None],
+                                    int(arriving.sum()), base_correct=3,
+                                    base_macs=np.array([7.0]), positions=present,
+                                    by_sample=by_sample))
+        cut, acc, macs = curve.best(lambdas, acc_span=0.7, macs_span=5.0)
+        assert [(int(c), float(a), float(m)) for c, a, m in zip(cut, acc, macs, strict=True)] \
+            == [(c, a, m) for c, a, m in expected]
+        # The threshold lets exactly the chosen arriving samples leave.
+        for chosen, threshold in zip(cut, curve.threshold(cut), strict=True):
+            assert int(np.count_nonzero(exceeds(conf[arriving], threshold))) == chosen
 
 
 @settings(max_examples=200, deadline=None)
@@ -85,20 +88,20 @@ def test_updating_block_sums_equals_summing_the_updated_codes(data, size, block,
     changed = np.array(sorted(data.draw(st.sets(st.integers(0, size - 1)))), dtype=np.intp)
     new[changed] = np.array(data.draw(st.lists(st.integers(-1, 5), min_size=changed.shape[0],
                                                max_size=changed.shape[0])), dtype=np.int8)
-    exits = []
+    exits, correct = [], []
     for _ in range(types):  # each type sorts the samples its own way
         order = np.array(data.draw(st.permutations(range(size))), dtype=np.intp)
         right = np.array(data.draw(st.lists(st.booleans(), min_size=size, max_size=size)), bool)
         exits.append(exit_order(order, np.ones(size, np.float32), right[order],
                                 np.zeros(size, bool), block=block))
+        correct.append(right)
     rights = np.stack([e.right for e in exits])
     sorted_codes = [np.full((types, exits[0].padded), -1, np.int8) for _ in range(2)]
     for t, e in enumerate(exits):
         sorted_codes[0][t, :size], sorted_codes[1][t, :size] = old[e.order], new[e.order]
-    rank = np.stack([np.argsort(e.order) for e in exits])  # sample -> sorted position
-    where = (rank[:, changed] + (np.arange(types) * exits[0].padded)[:, None]).ravel()
+    placed = sample_blocks(stack_exits(exits), np.stack(correct))[changed]
     updated = block_sums(rights, block, sorted_codes[0], (0, 1, 2), 3).updated(
-        rights, block, where, old[changed], new[changed])
+        placed, old[changed], new[changed])
     fresh = block_sums(rights, block, sorted_codes[1], (0, 1, 2), 3)
     for name in ("gain", "raises", "rest"):
         assert np.array_equal(getattr(updated, name), getattr(fresh, name)), name
@@ -161,3 +164,38 @@ def test_a_floor_only_skips_cuts_below_it(seed, block):
     reached = floor < value
     assert np.array_equal(got_cut[reached], cut[reached])
     assert np.all(got[~reached] <= value[~reached] + 1e-12)
+
+
+@settings(max_examples=100, deadline=None)
+@given(seed=st.integers(0, 10_000), block=st.sampled_from([1, 3, 8, 64]))
+def test_codes_by_sample_give_the_cuts_of_codes_in_sorted_order(seed, block):
+    """A curve set reading its scanned blocks from codes by sample (circular's states) finds the
+    same cuts and thresholds as one holding the codes in every exit's sorted order."""
+    rng = np.random.default_rng(seed)
+    size, types = int(rng.integers(1, 200)), 3
+    by_sample = rng.integers(-1, 6, size).astype(np.int8)
+    conf = rng.choice([0.0, 0.3, 0.6, 0.9], (types, size)).astype(np.float32)
+    exits = []
+    for t in range(types):
+        order = np.argsort(-conf[t], kind="stable")
+        exits.append(exit_order(order, conf[t][order], rng.random(size) < 0.6,
+                                rng.random(size) < 0.7, block=block))
+    codes = np.full((types, exits[0].padded), -1, np.int8)
+    for t, exit in enumerate(exits):
+        codes[t, :size] = by_sample[exit.order]
+    stack = stack_exits(exits)
+    sums = block_sums(stack.right.reshape(types, -1), block, codes, (0, 1, 2), 3)
+    weights = rng.choice([-2.0, -0.5, 1.0], (types, 3))
+    arriving = int(np.count_nonzero(by_sample >= 0))
+    lambdas = np.array([0.0, 0.5, 0.9, 1.0, 1.3])
+    results = []
+    for sorted_codes, sample_codes in ((codes, None), (None, by_sample)):
+        curves = CurveSet(stack, sorted_codes, sums, weights, arriving, 3, np.array([1.0, 2.0, 4.0]),
+                          (0, 1, 2), sample_codes)
+        cut, acc, macs = curves.best(lambdas, 0.5, 4.0)
+        thresholds = [curves.threshold(t, cut[t]) for t in range(types)]
+        results.append((cut, acc, macs, thresholds))
+    for got, want in zip(results[1][:3], results[0][:3], strict=True):
+        assert np.array_equal(got, want)
+    for got, want in zip(results[1][3], results[0][3], strict=True):
+        assert np.array_equal(got, want)
