@@ -35,9 +35,10 @@ BOUND_SLACK = 1e-9
 #: proportional to types × λ × samples).
 SCAN_VALUES = 1 << 22
 
-#: Factor separating the raises from the gain in :meth:`BlockSums.updated`'s one weighted count:
-#: above 4·B (a block's gain changes by at most 2·B, as B < 2**14 does).
-RAISES_SCALE = 65536.0
+#: Base packing three per-block counts of magnitude at most B into one float64 in
+#: :meth:`BlockSums.updated`: above 2·B + 1 (B < 2**14), so that the packed sums separate
+#: exactly (below 2**53).
+PACK = 32768.0
 
 
 @dataclass(frozen=True)
@@ -134,8 +135,8 @@ class BlockSums:
     positions; the leading axis is absent for one exit).
 
     ``gain``: int64 ``(T, nb)`` sum of the elements' gains (right leaver minus right rest fate);
-    ``raises``: int64 ``(T, nb)`` elements with gain > 0; ``rest``: int64 ``(T, nb, P)``
-    arriving elements by rest position.
+    ``raises``: int64 ``(T, nb)`` elements with gain > 0; ``rest``: float64 ``(T, P, nb)``
+    arriving elements by rest position (whole numbers: exact).
     """
 
     gain: np.ndarray
@@ -146,34 +147,39 @@ class BlockSums:
         """The sums after ``n`` samples change code ``old`` → ``new`` (each ``(n,)``) in every
         exit; ``placed``: int32 ``(n, T)`` their rows of :func:`sample_blocks`. A copy; ``self``
         is unchanged."""
-        types, count, positions = self.rest.shape
+        types, positions, count = self.rest.shape
         size = types * count
-        blocks = (placed >> 1).astype(np.intp)  # (n, T) flat block index
-        right = (placed & 1).astype(np.int8)
-        # Per sample (the same in every exit, broadcast over types): arrival, right rest fate,
-        # and "a right leaver here would gain" (arrives, rest fate wrong), after minus before.
+        # Per sample, after minus before: right rest fate, arrival, and "a right leaver here
+        # would gain" (arrives, rest fate wrong); packed into one float (each sums to at most B
+        # in magnitude per block) and counted per (block, exit right) in one weighted bincount.
         left, came = old >= 0, new >= 0
-        arrival = (came.view(np.int8) - left.view(np.int8))[:, None]
-        rest_right = ((new & 1) * came - (old & 1) * left).astype(np.int8)[:, None]
-        gaining = ((came & ((new & 1) == 0)).view(np.int8)
-                   - (left & ((old & 1) == 0)).view(np.int8))[:, None]
-        # One weighted count for both: gain + RAISES_SCALE·raises, per block |gain| ≤ 2·B and
-        # |raises| ≤ B, so the integer sums separate exactly (float64 holds them exactly).
-        weight = (right * arrival - rest_right).astype(np.float64)
-        weight += (right * gaining) * RAISES_SCALE
-        total = np.bincount(blocks.ravel(), weight.ravel(), size)
-        raised = np.floor((total + RAISES_SCALE / 2) / RAISES_SCALE)
-        gain = self.gain + (total - raised * RAISES_SCALE).astype(np.int64).reshape(types, count)
-        raises = self.raises + raised.astype(np.int64).reshape(types, count)
-        # Arriving elements by rest position: slot ``positions`` (dropped) for "not arriving".
+        rest_right = (new & 1) * came - (old & 1) * left
+        arrival = came.view(np.int8) - left.view(np.int8)
+        gaining = (came & ((new & 1) == 0)).view(np.int8) - (left & ((old & 1) == 0)).view(np.int8)
+        packed = rest_right + PACK * arrival + (PACK * PACK) * gaining  # float64 (n,)
+        totals = np.bincount(placed.reshape(-1), np.broadcast_to(
+            packed[:, None], placed.shape).reshape(-1), 2 * size)
+        totals = totals.astype(np.float64, copy=False).reshape(size, 2)  # int64 when n = 0
+        gaining_sum = np.floor(totals / (PACK * PACK) + 0.5)
+        totals -= gaining_sum * (PACK * PACK)
+        arrival_sum = np.floor(totals / PACK + 0.5)
+        rest_right_sum = totals - arrival_sum * PACK
+        # gain: right leavers that arrive minus right rest fates; raises: right, gaining.
+        gain_delta = arrival_sum[:, 1] - rest_right_sum[:, 0] - rest_right_sum[:, 1]
+        gain = self.gain + gain_delta.astype(np.int64).reshape(types, count)
+        raises = self.raises + gaining_sum[:, 1].astype(np.int64).reshape(types, count)
+        # Arriving elements by rest position, counted in the layout ``(T, P + 1, nb)``: slot
+        # ``P`` (dropped) for "not arriving". Element of type t in block b, slot r:
+        # (t·(P + 1) + r)·nb + b = (t·nb + b) + t·P·nb + r·nb.
         wide = positions + 1
-        rest = np.zeros((types, count, wide), dtype=np.int64)
-        rest[:, :, :positions] = self.rest
-        flat = rest.reshape(-1)
-        blocks *= wide
-        np.add.at(flat, (blocks + np.where(came, new >> 1, positions)[:, None]).ravel(), 1)
-        np.subtract.at(flat, (blocks + np.where(left, old >> 1, positions)[:, None]).ravel(), 1)
-        return BlockSums(gain, raises, rest[:, :, :positions])
+        blocks = (placed >> 1) + np.arange(0, types * positions * count, positions * count,
+                                           dtype=np.int32)
+        slot_new = (np.where(came, new >> 1, positions).astype(np.int32) * count)[:, None]
+        slot_old = (np.where(left, old >> 1, positions).astype(np.int32) * count)[:, None]
+        rest = np.bincount((blocks + slot_new).reshape(-1), minlength=size * wide)
+        rest -= np.bincount((blocks + slot_old).reshape(-1), minlength=size * wide)
+        rest = self.rest + rest.reshape(types, wide, count)[:, :positions]
+        return BlockSums(gain, raises, rest)
 
 
 def sample_blocks(stack: ExitStack, correct: np.ndarray) -> np.ndarray:
@@ -206,17 +212,17 @@ def block_sums(right: np.ndarray, block: int, codes: np.ndarray, positions: tupl
     starts = np.arange(0, flat.shape[0], block)
     arriving = flat >= 0
     gain = element_gain(right.reshape(-1), flat) if gain is None else gain.reshape(-1)
-    rest = np.zeros((starts.shape[0], num_positions), dtype=np.int64)
+    rest = np.zeros((num_positions, starts.shape[0]), dtype=np.float64)
     if len(positions) == 1:
-        rest[:, positions[0]] = _block_sums(arriving, starts)
+        rest[positions[0]] = _block_sums(arriving, starts)
     else:
         rest_position = flat >> 1
         for r in positions:
-            rest[:, r] = _block_sums(rest_position == r, starts)
+            rest[r] = _block_sums(rest_position == r, starts)
     blocks = shape + (-1,)
+    rest = np.moveaxis(rest.reshape((num_positions,) + blocks), 0, -2)  # (..., P, nb)
     return BlockSums(_block_sums(gain, starts).reshape(blocks),
-                     _block_sums(gain > 0, starts).reshape(blocks),
-                     rest.reshape(shape + (-1, num_positions)))
+                     _block_sums(gain > 0, starts).reshape(blocks), np.ascontiguousarray(rest))
 
 
 @dataclass(frozen=True)
@@ -264,21 +270,20 @@ class CurveSet:
         self.boundary_valid = self.exits.boundary_valid
         if self.codes is not None:
             self.codes = self.codes.reshape(types, blocks, block)
-        rest_block = self.sums.rest[:, :, list(self.positions)].astype(np.float64)
-        rest_start = np.zeros((types, blocks + 1, len(self.positions)), dtype=np.float64)
-        np.cumsum(rest_block, axis=1, out=rest_start[:, 1:])  # counts: exact in float64
+        rest_block = self.sums.rest[:, list(self.positions)]  # (T, R, nb)
+        rest_start = np.zeros((types, len(self.positions), blocks + 1), dtype=np.float64)
+        np.cumsum(rest_block, axis=2, out=rest_start[:, :, 1:])  # counts: exact in float64
         self.rest_start = rest_start
         self.gain_start = np.zeros((types, blocks + 1), dtype=np.int64)
         np.cumsum(self.sums.gain, axis=1, out=self.gain_start[:, 1:])
         # M at each block start (Σ_r c_r·w_r, r ascending), and per block the MACs its
-        # leavers can save or add at most.
+        # leavers can save or add at most (bounds: any summation order will do).
         weights = self.weights[:, list(self.positions)]  # (T, R)
-        self.macs_start = rest_start[:, :, 0] * weights[:, :1]
-        saves = np.maximum(-weights, 0.0)[:, None, :] * rest_block
-        adds = np.maximum(weights, 0.0)[:, None, :] * rest_block
+        self.macs_start = rest_start[:, 0] * weights[:, :1]
         for r in range(1, len(self.positions)):
-            self.macs_start = self.macs_start + rest_start[:, :, r] * weights[:, r:r + 1]
-        self.saves, self.adds = saves.sum(axis=2), adds.sum(axis=2)
+            self.macs_start = self.macs_start + rest_start[:, r] * weights[:, r:r + 1]
+        self.saves = np.matmul(np.maximum(-weights, 0.0)[:, None, :], rest_block)[:, 0]
+        self.adds = np.matmul(np.maximum(weights, 0.0)[:, None, :], rest_block)[:, 0]
         # MACs change per element by code + 1 (0 for samples not arriving), per type.
         self.steps = np.zeros((types, 2 * self.weights.shape[1] + 1), dtype=np.float64)
         self.steps[:, 1::2] = self.weights
@@ -386,7 +391,7 @@ class CurveSet:
         gained[chosen] = gain[row, column]
         moved[chosen] = macs[row, column]
         arriving = np.cumsum(codes[row] >= 0, axis=1)[np.arange(row.shape[0]), column]
-        before = self.rest_start[kind[row], where[row]].sum(axis=1).astype(np.int64)
+        before = self.rest_start[kind[row], :, where[row]].sum(axis=1).astype(np.int64)
         cut[chosen] = before + arriving
 
     def _element(self, kind: int, index: int) -> int:
@@ -394,7 +399,7 @@ class CurveSet:
         ``kind``."""
         starts = self._arrive_start.get(kind)
         if starts is None:
-            starts = self.rest_start[kind].sum(axis=1).astype(np.int64)
+            starts = self.rest_start[kind].sum(axis=0).astype(np.int64)
             self._arrive_start[kind] = starts
         block = int(np.searchsorted(starts, index, side="right")) - 1
         codes = self.block_codes(np.asarray([kind]), np.asarray([block]))[0]
