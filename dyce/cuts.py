@@ -135,8 +135,9 @@ class BlockSums:
     positions; the leading axis is absent for one exit).
 
     ``gain``: int64 ``(T, nb)`` sum of the elements' gains (right leaver minus right rest fate);
-    ``raises``: int64 ``(T, nb)`` elements with gain > 0; ``rest``: float64 ``(T, P, nb)``
-    arriving elements by rest position (whole numbers: exact).
+    ``raises``: int64 ``(T, nb)`` elements with gain > 0; ``rest``: float64 ``(P + 1, T, nb)``
+    arriving elements by rest position, and in row ``P`` the elements not arriving (padding
+    included); whole numbers, exact.
     """
 
     gain: np.ndarray
@@ -147,7 +148,7 @@ class BlockSums:
         """The sums after ``n`` samples change code ``old`` → ``new`` (each ``(n,)``) in every
         exit; ``placed``: int32 ``(n, T)`` their rows of :func:`sample_blocks`. A copy; ``self``
         is unchanged."""
-        types, positions, count = self.rest.shape
+        wide, types, count = self.rest.shape
         size = types * count
         # Per sample, after minus before: right rest fate, arrival, and "a right leaver here
         # would gain" (arrives, rest fate wrong); packed into one float (each sums to at most B
@@ -168,17 +169,16 @@ class BlockSums:
         gain_delta = arrival_sum[:, 1] - rest_right_sum[:, 0] - rest_right_sum[:, 1]
         gain = self.gain + gain_delta.astype(np.int64).reshape(types, count)
         raises = self.raises + gaining_sum[:, 1].astype(np.int64).reshape(types, count)
-        # Arriving elements by rest position, counted in the layout ``(T, P + 1, nb)``: slot
-        # ``P`` (dropped) for "not arriving". Element of type t in block b, slot r:
-        # (t·(P + 1) + r)·nb + b = (t·nb + b) + t·P·nb + r·nb.
-        wide = positions + 1
-        blocks = (placed >> 1) + np.arange(0, types * positions * count, positions * count,
-                                           dtype=np.int32)
-        slot_new = (np.where(came, new >> 1, positions).astype(np.int32) * count)[:, None]
-        slot_old = (np.where(left, old >> 1, positions).astype(np.int32) * count)[:, None]
-        rest = np.bincount((blocks + slot_new).reshape(-1), minlength=size * wide)
-        rest -= np.bincount((blocks + slot_old).reshape(-1), minlength=size * wide)
-        rest = self.rest + rest.reshape(types, wide, count)[:, :positions]
+        # Elements by rest position (row P: not arriving); the element of type t in block b
+        # with rest position r is at r·T·nb + (t·nb + b).
+        blocks = placed >> 1
+        not_arriving = wide - 1
+        rest = self.rest.copy()
+        flat = rest.reshape(-1)
+        np.add.at(flat, (blocks + (np.where(came, new >> 1, not_arriving).astype(np.int32)
+                                   * size)[:, None]).reshape(-1), 1.0)
+        np.subtract.at(flat, (blocks + (np.where(left, old >> 1, not_arriving).astype(np.int32)
+                                        * size)[:, None]).reshape(-1), 1.0)
         return BlockSums(gain, raises, rest)
 
 
@@ -212,17 +212,18 @@ def block_sums(right: np.ndarray, block: int, codes: np.ndarray, positions: tupl
     starts = np.arange(0, flat.shape[0], block)
     arriving = flat >= 0
     gain = element_gain(right.reshape(-1), flat) if gain is None else gain.reshape(-1)
-    rest = np.zeros((num_positions, starts.shape[0]), dtype=np.float64)
+    rest = np.zeros((num_positions + 1, starts.shape[0]), dtype=np.float64)
     if len(positions) == 1:
         rest[positions[0]] = _block_sums(arriving, starts)
     else:
         rest_position = flat >> 1
         for r in positions:
             rest[r] = _block_sums(rest_position == r, starts)
+    rest[num_positions] = block - rest[:num_positions].sum(axis=0)
     blocks = shape + (-1,)
-    rest = np.moveaxis(rest.reshape((num_positions,) + blocks), 0, -2)  # (..., P, nb)
     return BlockSums(_block_sums(gain, starts).reshape(blocks),
-                     _block_sums(gain > 0, starts).reshape(blocks), np.ascontiguousarray(rest))
+                     _block_sums(gain > 0, starts).reshape(blocks),
+                     rest.reshape((num_positions + 1,) + blocks))
 
 
 @dataclass(frozen=True)
@@ -270,8 +271,8 @@ class CurveSet:
         self.boundary_valid = self.exits.boundary_valid
         if self.codes is not None:
             self.codes = self.codes.reshape(types, blocks, block)
-        rest_block = self.sums.rest[:, list(self.positions)]  # (T, R, nb)
-        rest_start = np.zeros((types, len(self.positions), blocks + 1), dtype=np.float64)
+        rest_block = self.sums.rest[list(self.positions)]  # (R, T, nb)
+        rest_start = np.zeros((len(self.positions), types, blocks + 1), dtype=np.float64)
         np.cumsum(rest_block, axis=2, out=rest_start[:, :, 1:])  # counts: exact in float64
         self.rest_start = rest_start
         self.gain_start = np.zeros((types, blocks + 1), dtype=np.int64)
@@ -279,11 +280,11 @@ class CurveSet:
         # M at each block start (Σ_r c_r·w_r, r ascending), and per block the MACs its
         # leavers can save or add at most (bounds: any summation order will do).
         weights = self.weights[:, list(self.positions)]  # (T, R)
-        self.macs_start = rest_start[:, 0] * weights[:, :1]
+        self.macs_start = rest_start[0] * weights[:, :1]
         for r in range(1, len(self.positions)):
-            self.macs_start = self.macs_start + rest_start[:, r] * weights[:, r:r + 1]
-        self.saves = np.matmul(np.maximum(-weights, 0.0)[:, None, :], rest_block)[:, 0]
-        self.adds = np.matmul(np.maximum(weights, 0.0)[:, None, :], rest_block)[:, 0]
+            self.macs_start = self.macs_start + rest_start[r] * weights[:, r:r + 1]
+        self.saves = np.einsum("rtb,tr->tb", rest_block, np.maximum(-weights, 0.0))
+        self.adds = np.einsum("rtb,tr->tb", rest_block, np.maximum(weights, 0.0))
         # MACs change per element by code + 1 (0 for samples not arriving), per type.
         self.steps = np.zeros((types, 2 * self.weights.shape[1] + 1), dtype=np.float64)
         self.steps[:, 1::2] = self.weights
@@ -391,7 +392,7 @@ class CurveSet:
         gained[chosen] = gain[row, column]
         moved[chosen] = macs[row, column]
         arriving = np.cumsum(codes[row] >= 0, axis=1)[np.arange(row.shape[0]), column]
-        before = self.rest_start[kind[row], :, where[row]].sum(axis=1).astype(np.int64)
+        before = self.rest_start[:, kind[row], where[row]].sum(axis=0).astype(np.int64)
         cut[chosen] = before + arriving
 
     def _element(self, kind: int, index: int) -> int:
@@ -399,7 +400,7 @@ class CurveSet:
         ``kind``."""
         starts = self._arrive_start.get(kind)
         if starts is None:
-            starts = self.rest_start[kind].sum(axis=0).astype(np.int64)
+            starts = self.rest_start[:, kind].sum(axis=0).astype(np.int64)
             self._arrive_start[kind] = starts
         block = int(np.searchsorted(starts, index, side="right")) - 1
         codes = self.block_codes(np.asarray([kind]), np.asarray([block]))[0]
