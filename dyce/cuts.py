@@ -272,24 +272,25 @@ class CurveSet:
         if self.codes is not None:
             self.codes = self.codes.reshape(types, blocks, block)
         rest_block = self.sums.rest[list(self.positions)]  # (R, T, nb)
-        rest_start = np.zeros((len(self.positions), types, blocks + 1), dtype=np.float64)
-        np.cumsum(rest_block, axis=2, out=rest_start[:, :, 1:])  # counts: exact in float64
-        self.rest_start = rest_start
+        # Arriving elements before each block (a block's elements less those not arriving).
+        self.arrive_start = np.zeros((types, blocks + 1), dtype=np.int64)
+        np.cumsum(block - self.sums.rest[-1], axis=1, out=self.arrive_start[:, 1:],
+                  dtype=np.int64)
         self.gain_start = np.zeros((types, blocks + 1), dtype=np.int64)
         np.cumsum(self.sums.gain, axis=1, out=self.gain_start[:, 1:])
-        # M at each block start (Σ_r c_r·w_r, r ascending), and per block the MACs its
-        # leavers can save or add at most (bounds: any summation order will do).
+        # M at each block start: the blocks' MACs changes (Σ_r c_r·w_r, r ascending) summed in
+        # order; per block the MACs its leavers can save or add at most (bounds).
         weights = self.weights[:, list(self.positions)]  # (T, R)
-        self.macs_start = rest_start[0] * weights[:, :1]
+        block_macs = rest_block[0] * weights[:, :1]
         for r in range(1, len(self.positions)):
-            self.macs_start = self.macs_start + rest_start[r] * weights[:, r:r + 1]
+            block_macs += rest_block[r] * weights[:, r:r + 1]
+        self.macs_start = np.zeros((types, blocks + 1), dtype=np.float64)
+        np.cumsum(block_macs, axis=1, out=self.macs_start[:, 1:])
         self.saves = np.einsum("rtb,tr->tb", rest_block, np.maximum(-weights, 0.0))
         self.adds = np.einsum("rtb,tr->tb", rest_block, np.maximum(weights, 0.0))
-        # MACs change per element by code + 1 (0 for samples not arriving), per type.
         self.steps = np.zeros((types, 2 * self.weights.shape[1] + 1), dtype=np.float64)
         self.steps[:, 1::2] = self.weights
         self.steps[:, 2::2] = self.weights
-        self._arrive_start: dict[int, np.ndarray] = {}
 
     @property
     def num_samples(self) -> int:
@@ -392,16 +393,12 @@ class CurveSet:
         gained[chosen] = gain[row, column]
         moved[chosen] = macs[row, column]
         arriving = np.cumsum(codes[row] >= 0, axis=1)[np.arange(row.shape[0]), column]
-        before = self.rest_start[:, kind[row], where[row]].sum(axis=0).astype(np.int64)
-        cut[chosen] = before + arriving
+        cut[chosen] = self.arrive_start[kind[row], where[row]] + arriving
 
     def _element(self, kind: int, index: int) -> int:
         """Sorted-order position of the ``index``-th (0-based) arriving element of type
         ``kind``."""
-        starts = self._arrive_start.get(kind)
-        if starts is None:
-            starts = self.rest_start[:, kind].sum(axis=0).astype(np.int64)
-            self._arrive_start[kind] = starts
+        starts = self.arrive_start[kind]
         block = int(np.searchsorted(starts, index, side="right")) - 1
         codes = self.block_codes(np.asarray([kind]), np.asarray([block]))[0]
         inside = np.flatnonzero(codes >= 0)[index - starts[block]]
