@@ -158,8 +158,10 @@ class BlockSums:
         arrival = came.view(np.int8) - left.view(np.int8)
         gaining = (came & ((new & 1) == 0)).view(np.int8) - (left & ((old & 1) == 0)).view(np.int8)
         packed = rest_right + PACK * arrival + (PACK * PACK) * gaining  # float64 (n,)
-        totals = np.bincount(placed.reshape(-1), np.broadcast_to(
-            packed[:, None], placed.shape).reshape(-1), 2 * size)
+        live = np.flatnonzero(packed)  # often half of them: a new rest fate, as right as before
+        counted = np.take(placed, live, axis=0)
+        totals = np.bincount(counted.reshape(-1), np.broadcast_to(
+            packed[live, None], counted.shape).reshape(-1), 2 * size)
         totals = totals.astype(np.float64, copy=False).reshape(size, 2)  # int64 when n = 0
         gaining_sum = np.floor(totals / (PACK * PACK) + 0.5)
         totals -= gaining_sum * (PACK * PACK)
