@@ -275,9 +275,8 @@ class CurveSet:
             self.codes = self.codes.reshape(types, blocks, block)
         rest_block = self.sums.rest[list(self.positions)]  # (R, T, nb)
         # Arriving elements before each block (a block's elements less those not arriving).
-        self.arrive_start = np.zeros((types, blocks + 1), dtype=np.int64)
-        np.cumsum(block - self.sums.rest[-1], axis=1, out=self.arrive_start[:, 1:],
-                  dtype=np.int64)
+        self.arrive_start = np.zeros((types, blocks + 1), dtype=np.float64)  # exact counts
+        np.cumsum(block - self.sums.rest[-1], axis=1, out=self.arrive_start[:, 1:])
         self.gain_start = np.zeros((types, blocks + 1), dtype=np.int64)
         np.cumsum(self.sums.gain, axis=1, out=self.gain_start[:, 1:])
         # M at each block start: the blocks' MACs changes (Σ_r c_r·w_r, r ascending) summed in
@@ -288,8 +287,9 @@ class CurveSet:
             block_macs += rest_block[r] * weights[:, r:r + 1]
         self.macs_start = np.zeros((types, blocks + 1), dtype=np.float64)
         np.cumsum(block_macs, axis=1, out=self.macs_start[:, 1:])
-        self.saves = np.einsum("rtb,tr->tb", rest_block, np.maximum(-weights, 0.0))
-        self.adds = np.einsum("rtb,tr->tb", rest_block, np.maximum(weights, 0.0))
+        self._rest_block, self._weights = rest_block, weights
+        self._saves: np.ndarray | None = None
+        self._adds: np.ndarray | None = None
         self.steps = np.zeros((types, 2 * self.weights.shape[1] + 1), dtype=np.float64)
         self.steps[:, 1::2] = self.weights
         self.steps[:, 2::2] = self.weights
@@ -297,6 +297,20 @@ class CurveSet:
     @property
     def num_samples(self) -> int:
         return self.exits.orders[0].num_samples
+
+    @property
+    def saves(self) -> np.ndarray:
+        """float64 ``(T, nb)``: the most MACs a block's leavers can save (for the bounds)."""
+        if self._saves is None:
+            self._saves = np.einsum("rtb,tr->tb", self._rest_block, np.maximum(-self._weights, 0))
+        return self._saves
+
+    @property
+    def adds(self) -> np.ndarray:
+        """float64 ``(T, nb)``: the most MACs a block's leavers can add (for λ above 1)."""
+        if self._adds is None:
+            self._adds = np.einsum("rtb,tr->tb", self._rest_block, np.maximum(self._weights, 0))
+        return self._adds
 
     def bounds(self, lambdas: np.ndarray, acc_span: float, macs_span: float) -> Bounds:
         """The λ-vectorised block bounds of :meth:`best` (reusable by it)."""
@@ -307,8 +321,11 @@ class CurveSet:
         a, b = weight_acc[None, :, None], weight_macs[None, :, None]
         boundary = self.gain_start[:, None, :] * a - self.macs_start[:, None, :] * b  # (T,L,nb+1)
         lower = np.where(self.boundary_valid[:, None, :], boundary, -np.inf).max(axis=2)
-        upper = (boundary[:, :, :-1] + a * self.sums.raises[:, None, :]
-                 + np.where(b >= 0, b * self.saves[:, None, :], -b * self.adds[:, None, :]))
+        upper = boundary[:, :, :-1] + a * self.sums.raises[:, None, :]
+        if (weight_macs >= 0).all():  # λ ≤ 1: leavers that save MACs raise the value
+            upper += b * self.saves[:, None, :]
+        else:
+            upper += np.where(b >= 0, b * self.saves[:, None, :], -b * self.adds[:, None, :])
         reach = np.abs(self.steps).max(axis=1)[:, None]  # (T, 1)
         slack = BOUND_SLACK * total * (np.abs(weight_acc)[None, :]
                                        + np.abs(weight_macs)[None, :] * reach)
@@ -395,7 +412,7 @@ class CurveSet:
         gained[chosen] = gain[row, column]
         moved[chosen] = macs[row, column]
         arriving = np.cumsum(codes[row] >= 0, axis=1)[np.arange(row.shape[0]), column]
-        cut[chosen] = self.arrive_start[kind[row], where[row]] + arriving
+        cut[chosen] = self.arrive_start[kind[row], where[row]].astype(np.int64) + arriving
 
     def _element(self, kind: int, index: int) -> int:
         """Sorted-order position of the ``index``-th (0-based) arriving element of type
@@ -403,7 +420,7 @@ class CurveSet:
         starts = self.arrive_start[kind]
         block = int(np.searchsorted(starts, index, side="right")) - 1
         codes = self.block_codes(np.asarray([kind]), np.asarray([block]))[0]
-        inside = np.flatnonzero(codes >= 0)[index - starts[block]]
+        inside = np.flatnonzero(codes >= 0)[index - int(starts[block])]
         return block * self.valid.shape[2] + int(inside)
 
     def block_codes(self, kind: np.ndarray, where: np.ndarray) -> np.ndarray:

@@ -667,17 +667,18 @@ class _Searcher:
             gain *= arriving
         return codes, gain
 
-    def leaver_macs(self, situation: _Situation, exit_type: int) -> tuple[np.ndarray, float]:
-        """float64 ``(P,)`` MACs change of a leaver of ``exit_type`` at the situation's position
-        by rest position, and the total MACs when none leaves there (every arriving sample pays
-        the head)."""
+    def leaver_macs(self, situation: _Situation,
+                    types: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """float64 ``(T', P)`` MACs change of a leaver of each of ``types`` at the situation's
+        position by rest position, and ``(T',)`` the total MACs when none leaves there (every
+        arriving sample pays the head)."""
         p = situation.position
-        head = float(self.head[exit_type, p])
+        head = self.head[types, p].astype(np.float64)
         leave_cost = float(self.backbone[p]) + (situation.passed + head)
         count = int(situation.rest_counts.sum())
         base_macs = situation.fixed_macs + float(situation.rest_counts @ situation.rest_table) \
             + count * head
-        return (leave_cost - head) - situation.rest_table, base_macs
+        return (leave_cost - head)[:, None] - situation.rest_table[None, :], base_macs
 
     @staticmethod
     def base_correct(situation: _Situation) -> int:
@@ -700,10 +701,9 @@ class _Searcher:
             codes, gain = self.sorted_codes(stack, situation.arrive, situation.rest_code)
             sums = block_sums(stack.right.reshape(len(types), -1), stack.block, codes, positions,
                               self.num_positions, gain)
-        per_type = [self.leaver_macs(situation, k) for k in types]
-        return CurveSet(stack, codes, sums, np.stack([w for w, _ in per_type]),
-                        int(situation.rest_counts.sum()), self.base_correct(situation),
-                        np.asarray([m for _, m in per_type]), positions, by_sample)
+        weights, base_macs = self.leaver_macs(situation, types)
+        return CurveSet(stack, codes, sums, weights, int(situation.rest_counts.sum()),
+                        self.base_correct(situation), base_macs, positions, by_sample)
 
     def compact_curve(self, situation: _Situation, exit_type: int) -> _Curve:
         """Every valid cut of ``exit_type`` at the situation's position, over the arriving
@@ -734,7 +734,8 @@ class _Searcher:
         if count and table.conf[count - 1 if positions is None else positions[-1]] == 0:
             invalid = np.append(invalid, count)  # a confidence of 0 never leaves
 
-        weights, base_macs = self.leaver_macs(situation, exit_type)
+        weights, base_macs = self.leaver_macs(situation, [exit_type])
+        weights, base_macs = weights[0], float(base_macs[0])
         if general:
             # MACs change per leaver, by rest position, looked up by rest code.
             steps = np.take(np.repeat(weights, 2), codes)
@@ -1092,11 +1093,20 @@ class _CircularNode:
                 self.rows[p] = records.exit_index(p, k)
                 self.leave[p] = exceeds(searcher.confs[self.rows[p]], t)
         self.leave_macs = position_macs(searcher.info, pairs)
+        # Before the first position that differs from the parent, nothing does.
+        start = 0 if parent is None else next(
+            (p for p in range(num_positions - 1) if parent.config[p] != config[p]),
+            num_positions - 1)
         self.exit_counts = np.zeros(num_positions, dtype=np.int64)
         self.correct_counts = np.zeros(num_positions, dtype=np.int64)
-        remaining = np.ones(num_samples, dtype=bool)
-        self.arrive_at: list[np.ndarray] = []
-        for p in range(num_positions - 1):
+        self.arrive_at: list[np.ndarray] = []  # shared with the parent, read-only
+        if start:
+            self.exit_counts[:start] = parent.exit_counts[:start]
+            self.correct_counts[:start] = parent.correct_counts[:start]
+            self.arrive_at = parent.arrive_at[:start]
+        remaining = np.ones(num_samples, dtype=bool) if parent is None \
+            else parent.arrive_remaining(start)
+        for p in range(start, num_positions - 1):
             self.arrive_at.append(remaining.copy())
             if p in self.leave:
                 here = self.leave[p] & remaining
@@ -1112,6 +1122,17 @@ class _CircularNode:
         else:
             self.acc = int(self.correct_counts.sum()) / num_samples
         self._codes: np.ndarray | None = None
+
+    def arrive_remaining(self, p: int) -> np.ndarray:
+        """bool ``(N,)``: a new array of the samples that reach position ``p`` (``P-1``: the
+        final head)."""
+        if p < len(self.arrive_at):
+            return self.arrive_at[p].copy()
+        remaining = self.arrive_at[-1].copy()
+        last = len(self.arrive_at) - 1
+        if last in self.leave:
+            remaining &= ~self.leave[last]
+        return remaining
 
     def set_codes(self, codes: np.ndarray) -> None:
         """Take the rest codes ``(P-1, N)`` of every position (derived by the caller)."""
