@@ -80,6 +80,8 @@ def exit_order(order: np.ndarray, conf: np.ndarray, right: np.ndarray, final_rig
         final_right: bool ``(N,)`` whether the final head is right, in that order.
         block: samples per block.
     """
+    if not 1 <= block < 2**14:  # int16 block sums; PACK separates sums of magnitude ≤ block
+        raise ValueError(f"block must be in [1, 2**14), got {block}")
     count = order.shape[0]
     blocks = max(1, -(-count // block))
     padded = blocks * block

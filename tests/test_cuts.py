@@ -199,3 +199,15 @@ def test_codes_by_sample_give_the_cuts_of_codes_in_sorted_order(seed, block):
         assert np.array_equal(got, want)
     for got, want in zip(results[1][3], results[0][3], strict=True):
         assert np.array_equal(got, want)
+
+
+def test_a_block_size_outside_the_exact_range_is_refused():
+    """Block sums are int16 and the incremental update packs per-block counts in base 2**15."""
+    import pytest
+
+    order = np.arange(4, dtype=np.intp)
+    conf, flags = np.ones(4, np.float32), np.zeros(4, bool)
+    for block in (0, 2**14):
+        with pytest.raises(ValueError, match="block"):
+            exit_order(order, conf, flags, flags, block=block)
+    assert exit_order(order, conf, flags, flags, block=2**14 - 1).padded == 2**14 - 1
