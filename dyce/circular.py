@@ -1,11 +1,12 @@
 """``circular`` on block curves, one configuration after another, each derived from the last.
 
-A configuration's *state* holds, for every position ``p``, how the samples would fare with ``p``
-disabled (a tally of rest codes) and, per exit type, the rest code of every element of the
-exit's sorted order with its block sums (:mod:`dyce.cuts`). A change at one position ``q``
-alters the fate of only the samples whose leaving (or correctness) at ``q`` changes; a child
-state copies its parent's codes and rewrites just those elements (the state is rebuilt when
-more than :data:`REBUILD_FRACTION` of the samples change). Configurations are explored depth
+A configuration's *state* holds, for every position ``p``, how each sample would fare with
+``p`` disabled (its rest code, and a tally of them) and the block sums of every exit type's
+sorted order (:mod:`dyce.cuts`; a scan reads the codes of its few blocks through the exit's
+order). A change at one position ``q`` alters the fate of only the samples whose leaving (or
+correctness) at ``q`` changes; a child state copies its parent's codes and rewrites just those
+samples, and updates the block sums by their deltas (the state is rebuilt when more than
+:data:`REBUILD_FRACTION` of the samples change). Configurations are explored depth
 first, so only the states on the current path are alive. λs that take the same change share
 the child, and the options at the changed position carry over (its situation is unchanged).
 
