@@ -249,18 +249,18 @@ class Bounds:
 class CurveSet:
     """Every cut of ``T`` exit types at one position in one situation, λ-independent.
 
-    ``exits``: the types' stacked :class:`ExitOrder`. ``codes``: int
-    ``(T, nb·B)`` per element ``2·rest position + rest right`` (the exit the sample would leave at
-    with this position disabled, and whether it is right there), -1 when the sample does not
-    arrive; or ``None`` with ``by_sample`` the same codes by sample (int ``(N,)``), gathered for
-    the few blocks a scan reads. ``sums``: their :class:`BlockSums` ``(T, …)``. ``weights``: float64 ``(T, P)`` MACs
-    change per leaver by rest position. ``positions``: the rest positions that occur, ascending
+    ``exits``: the types' stacked :class:`ExitOrder`. ``codes``: int ``(T, nb·B)`` per element
+    ``2·rest position + rest right`` (the exit the sample would leave at with this position
+    disabled, and whether it is right there), -1 when the sample does not arrive; or ``None``
+    with ``by_sample`` the same codes by sample (int ``(N,)``), gathered for the few blocks a
+    scan reads. ``sums``: their :class:`BlockSums` ``(T, …)``. ``weights``: float64 ``(T, P)``
+    MACs change per leaver by rest position. ``positions``: the rest positions that occur, ascending
     (the same for every type: the situation's). Accuracy at cut ``j`` (``j`` arriving leavers) is
     ``(base_correct + G)/N``, mean MACs ``(base_macs[t] + M)/N``.
     """
 
     exits: ExitStack
-    codes: np.ndarray
+    codes: np.ndarray | None
     sums: BlockSums
     weights: np.ndarray
     count: int
