@@ -597,15 +597,24 @@ class _Searcher:
 
     def calibrated(self, counts: list, corrects: list) -> np.ndarray | float:
         """Calibrated accuracy from per-position counts (scalars or arrays over cuts)."""
+        return self._calibrated_sum([(count, correct, None)
+                                     for count, correct in zip(counts, corrects, strict=True)])
+
+    def _calibrated_sum(self, terms: list) -> np.ndarray | float:
+        """Σ over positions of the calibrated right count share. ``terms``: per position
+        ``(count, correct, index)``; with ``index`` the counts are a grid of distinct values and
+        the position's share at each cut is the grid's entry ``index`` (fewer quantiles to
+        compute, the same floats)."""
         from scipy.special import betaincinv
 
         total = 0.0
-        for count, correct in zip(counts, corrects, strict=True):
+        for count, correct, index in terms:
             count = np.asarray(count)
             if not count.any():
                 continue
             bound = betaincinv(1 + np.asarray(correct), 1 + count - correct, CALIBRATION_QUANTILE)
-            total = total + np.where(count > 0, bound * (count / self.num_samples), 0.0)
+            share = np.where(count > 0, bound * (count / self.num_samples), 0.0)
+            total = total + (share if index is None else share[index])
         return total
 
     def none_option(self, situation: _Situation) -> tuple[float, float]:
@@ -772,11 +781,11 @@ class _Searcher:
         """float64 calibrated accuracy of the whole configuration at each cut."""
         p = situation.position
         count = leave_right.shape[0]
-        counts = list(situation.fixed_counts)
-        corrects = list(situation.fixed_correct)
+        terms = [(c, r, None) for c, r in zip(situation.fixed_counts, situation.fixed_correct,
+                                               strict=True)]
         cum = np.zeros(count + 1, dtype=np.int64)
         np.cumsum(leave_right, out=cum[1:])
-        counts[p], corrects[p] = cuts, cum[cuts]
+        terms[p] = (cuts, cum[cuts], None)
         for q in range(p + 1, self.num_positions):
             if situation.rest_counts[q] == 0:
                 continue
@@ -784,11 +793,14 @@ class _Searcher:
             here = np.ones(count, dtype=bool) if rest_position is None else rest_position == q
             moved = np.zeros(count + 1, dtype=np.int64)
             np.cumsum(here, out=moved[1:])
-            moved_right = np.zeros(count + 1, dtype=np.int64)
-            np.cumsum(here & rest_right, out=moved_right[1:])
-            counts[q] = situation.rest_counts[q] - moved[cuts]
-            corrects[q] = situation.rest_correct_counts[q] - moved_right[cuts]
-        return np.broadcast_to(np.asarray(self.calibrated(counts, corrects), dtype=np.float64),
+            # Position q's counts change only when a leaver's rest fate is q: one grid entry per
+            # number m of such leavers (m right among them: cumulative over those leavers).
+            moved_right = np.zeros(int(moved[-1]) + 1, dtype=np.int64)
+            np.cumsum(rest_right[here], out=moved_right[1:])
+            grid = np.arange(moved_right.shape[0])
+            terms[q] = (situation.rest_counts[q] - grid,
+                        situation.rest_correct_counts[q] - moved_right, moved[cuts])
+        return np.broadcast_to(np.asarray(self._calibrated_sum(terms), dtype=np.float64),
                                cuts.shape)
 
     def result(self, method: str, lambda_: float, config: list, exit_counts, correct_counts,
