@@ -281,14 +281,15 @@ class CurveSet:
         np.cumsum(block - self.sums.rest[-1], axis=1, out=self.arrive_start[:, 1:])
         self.gain_start = np.zeros((types, blocks + 1), dtype=np.int64)
         np.cumsum(self.sums.gain, axis=1, out=self.gain_start[:, 1:])
-        # M at each block start: the blocks' MACs changes (Σ_r c_r·w_r, r ascending) summed in
-        # order; per block the MACs its leavers can save or add at most (bounds).
+        # M at each block start, from the leavers' counts by rest position before it:
+        # Σ_r c_r·w_r, r ascending (a function of the counts alone, not of the blocks' order,
+        # so non-integer MACs round the same wherever a cut is evaluated from its start).
         weights = self.weights[:, list(self.positions)]  # (T, R)
-        block_macs = rest_block[0] * weights[:, :1]
+        rest_start = np.zeros((len(self.positions), types, blocks + 1), dtype=np.float64)
+        np.cumsum(rest_block, axis=2, out=rest_start[:, :, 1:])  # counts: exact in float64
+        self.macs_start = rest_start[0] * weights[:, :1]
         for r in range(1, len(self.positions)):
-            block_macs += rest_block[r] * weights[:, r:r + 1]
-        self.macs_start = np.zeros((types, blocks + 1), dtype=np.float64)
-        np.cumsum(block_macs, axis=1, out=self.macs_start[:, 1:])
+            self.macs_start = self.macs_start + rest_start[r] * weights[:, r:r + 1]
         self._rest_block, self._weights = rest_block, weights
         self._saves: np.ndarray | None = None
         self._adds: np.ndarray | None = None
