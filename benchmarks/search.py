@@ -16,6 +16,10 @@ the search changes no result: dump before and after and compare the files byte f
 the tree it lies in).
 
     .venv/bin/python benchmarks/search.py --dump after.json --samples 20000 --seeds 0 1 2 3
+
+The synthetic MACs are whole numbers, whose sums are exact in any order; ``--macs-scale 1e-9``
+(MACs in GMACs, as some ``macs_info`` files give them) makes them fractional, so that a change
+in the order of the float operations shows up in the dump too.
 """
 
 from __future__ import annotations
@@ -105,7 +109,14 @@ def dump(args: argparse.Namespace) -> None:
     for seed in args.seeds:
         records = make_synthetic_records(args.samples[0], args.positions, args.exit_types,
                                          args.classes, seed=seed)
-        macs = load_macs_info(make_synthetic_macs(args.positions, args.exit_types))
+        macs = make_synthetic_macs(args.positions, args.exit_types)
+        if args.macs_scale != 1.0:
+            for head in macs["head"]:
+                head["macs"] = [m * args.macs_scale for m in head["macs"]]
+            backbone = macs["backbone"]
+            backbone["macs"] = [m * args.macs_scale for m in backbone["macs"]]
+            backbone["ori_macs"] *= args.macs_scale
+        macs = load_macs_info(macs)
         for method in args.methods:
             results = search_configs(records, macs, method, lambdas, progress=False)
             out.append({"seed": seed, "method": method, "results": [
@@ -148,6 +159,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3],
                         help="with --dump: the record seeds")
     parser.add_argument("--dump", metavar="PATH", help="write every result as JSON and exit")
+    parser.add_argument("--macs-scale", type=float, default=1.0,
+                        help="with --dump: multiply every MACs figure (1e-9: fractional GMACs)")
     parser.add_argument("--method", help=argparse.SUPPRESS)  # worker mode
     args = parser.parse_args()
     if args.dump:
