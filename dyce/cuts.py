@@ -134,7 +134,8 @@ def stack_exits(orders: list[ExitOrder]) -> ExitStack:
 @dataclass
 class BlockSums:
     """Per block of exits' sorted orders in one situation (``T`` exits, ``nb`` blocks, ``P``
-    positions; the leading axis is absent for one exit).
+    positions; :func:`block_sums` of one exit's codes without the type axis leaves out ``T``,
+    :meth:`updated` needs it).
 
     ``gain``: int64 ``(T, nb)`` sum of the elements' gains (right leaver minus right rest fate);
     ``raises``: int64 ``(T, nb)`` elements with gain > 0; ``rest``: float64 ``(P + 1, T, nb)``
@@ -164,7 +165,8 @@ class BlockSums:
         counted = np.take(placed, live, axis=0)
         totals = np.bincount(counted.reshape(-1), np.broadcast_to(
             packed[live, None], counted.shape).reshape(-1), 2 * size)
-        totals = totals.astype(np.float64, copy=False).reshape(size, 2)  # int64 when n = 0
+        # bincount returns int64 when no sample's packed change is non-zero
+        totals = totals.astype(np.float64, copy=False).reshape(size, 2)
         gaining_sum = np.floor(totals / (PACK * PACK) + 0.5)
         totals -= gaining_sum * (PACK * PACK)
         arrival_sum = np.floor(totals / PACK + 0.5)
@@ -177,11 +179,12 @@ class BlockSums:
         # with rest position r is at r·T·nb + (t·nb + b).
         blocks = placed >> 1
         not_arriving = wide - 1
+        index = np.int32 if wide * size < 2**31 else np.int64  # int32 while it cannot wrap
         rest = self.rest.copy()
         flat = rest.reshape(-1)
-        np.add.at(flat, (blocks + (np.where(came, new >> 1, not_arriving).astype(np.int32)
+        np.add.at(flat, (blocks + (np.where(came, new >> 1, not_arriving).astype(index)
                                    * size)[:, None]).reshape(-1), 1.0)
-        np.subtract.at(flat, (blocks + (np.where(left, old >> 1, not_arriving).astype(np.int32)
+        np.subtract.at(flat, (blocks + (np.where(left, old >> 1, not_arriving).astype(index)
                                         * size)[:, None]).reshape(-1), 1.0)
         return BlockSums(gain, raises, rest)
 
@@ -191,6 +194,8 @@ def sample_blocks(stack: ExitStack, correct: np.ndarray) -> np.ndarray:
     the flat index ``t·nb + block`` of the block holding the sample in type ``t``'s sorted order
     and ``right`` whether that exit is right (``correct``: bool ``(T, N)`` by sample)."""
     types, blocks, block = stack.valid.shape
+    if 2 * types * blocks >= 2**31:
+        raise ValueError(f"{types} exits of {blocks} blocks: too many for int32 block indices")
     table = np.empty((correct.shape[1], types), dtype=np.int32)
     for t, exit in enumerate(stack.orders):
         place = np.arange(exit.num_samples, dtype=np.int32) // block + t * blocks

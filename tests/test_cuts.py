@@ -190,8 +190,8 @@ def test_codes_by_sample_give_the_cuts_of_codes_in_sorted_order(seed, block):
     lambdas = np.array([0.0, 0.5, 0.9, 1.0, 1.3])
     results = []
     for sorted_codes, sample_codes in ((codes, None), (None, by_sample)):
-        curves = CurveSet(stack, sorted_codes, sums, weights, arriving, 3, np.array([1.0, 2.0, 4.0]),
-                          (0, 1, 2), sample_codes)
+        curves = CurveSet(stack, sorted_codes, sums, weights, arriving, 3,
+                          np.array([1.0, 2.0, 4.0]), (0, 1, 2), sample_codes)
         cut, acc, macs = curves.best(lambdas, 0.5, 4.0)
         thresholds = [curves.threshold(t, cut[t]) for t in range(types)]
         results.append((cut, acc, macs, thresholds))
