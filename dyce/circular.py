@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dyce.cuts import BlockSums, block_sums
-from dyce.search import _CircularNode, cost, occurring_positions, rest_codes
+from dyce.search import _CircularNode, cost, occurring_positions
 
 if TYPE_CHECKING:
     from dyce.search import SearchResult, _Searcher, _Situation
@@ -73,18 +73,6 @@ def fresh_state(searcher: _Searcher, node) -> _State:
     return _State(node, node.codes_at(slice(None)), tallies, sums)
 
 
-def fate_codes(searcher: _Searcher, node, labels: np.ndarray) -> np.ndarray:
-    """int ``(P-1, n)``: the rest codes of ``labels`` at every position under ``node``'s
-    configuration (:func:`dyce.search.rest_codes`; ``_CircularNode.codes_at`` restricted to
-    ``labels``)."""
-    leave, right = [], []
-    for p in range(searcher.num_positions - 1):
-        row = node.rows.get(p)
-        leave.append(None if row is None else node.leave[p][labels])
-        right.append(None if row is None else searcher.correct[row][labels])
-    return rest_codes(leave, right, searcher.final_correct[labels], searcher.code_type)
-
-
 def child_state(searcher: _Searcher, parent: _State, position: int, exit_type: int,
                 threshold: float) -> _State:
     """The state after setting ``position`` to ``(exit_type, threshold)``."""
@@ -114,7 +102,7 @@ def child_state(searcher: _Searcher, parent: _State, position: int, exit_type: i
     if labels.shape[0] > REBUILD_FRACTION * num_samples:
         return fresh_state(searcher, node)
     old = np.take(parent.codes, labels, axis=1)
-    new = fate_codes(searcher, node, labels)
+    new = node.codes_of(labels)
     codes = parent.codes.copy()
     codes[:, labels] = new
     node.set_codes(codes)

@@ -19,6 +19,7 @@ float operations wherever it is evaluated, so pruning changes no result.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -448,22 +449,11 @@ class CurveSet:
         return codes
 
     def threshold(self, kind: int, cuts: np.ndarray) -> np.ndarray:
-        """float64 threshold letting exactly ``cuts`` arriving samples of type ``kind`` leave: 1
-        when none, 0 when all, else the midpoint of the last leaver's and the first stayer's
-        confidences."""
-        cuts = np.asarray(cuts)
-        out = np.empty(cuts.shape, dtype=np.float64)
+        """float64 threshold letting exactly ``cuts`` arriving samples of type ``kind`` leave
+        (:func:`cut_thresholds`)."""
         conf = self.exits.orders[kind].conf
-        for at, cut in np.ndenumerate(cuts):
-            cut = int(cut)
-            if cut == 0 or self.count == 0:
-                out[at] = 1.0
-            elif cut >= self.count:
-                out[at] = 0.0
-            else:
-                out[at] = midpoint(float(conf[self._element(kind, cut - 1)]),
-                                   float(conf[self._element(kind, cut)]))
-        return out
+        return cut_thresholds(cuts, self.count,
+                              lambda index: float(conf[self._element(kind, index)]))
 
 
 class BlockCurve:
@@ -497,6 +487,24 @@ def _block_sums(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
     if values.dtype == bool:
         values = values.view(np.int8)
     return np.add.reduceat(values, starts, dtype=np.int16).astype(np.int64)
+
+
+def cut_thresholds(cuts: np.ndarray, count: int,
+                   confidence: Callable[[int], float]) -> np.ndarray:
+    """float64 threshold letting exactly ``cuts`` of ``count`` arriving samples leave: 1 when
+    none, 0 when all, else the :func:`midpoint` of the last leaver's and the first stayer's
+    confidences (``confidence(i)``: that of the ``i``-th most confident arriving sample)."""
+    cuts = np.asarray(cuts)
+    out = np.empty(cuts.shape, dtype=np.float64)
+    for at, cut in np.ndenumerate(cuts):
+        cut = int(cut)
+        if cut == 0 or count == 0:
+            out[at] = 1.0
+        elif cut >= count:
+            out[at] = 0.0
+        else:
+            out[at] = midpoint(confidence(cut - 1), confidence(cut))
+    return out
 
 
 def midpoint(upper: float, lower: float) -> float:

@@ -43,8 +43,8 @@ from dyce.cuts import (
     ExitOrder,
     ExitStack,
     block_sums,
+    cut_thresholds,
     exit_order,
-    midpoint,
     sample_blocks,
     stack_exits,
 )
@@ -361,23 +361,14 @@ class _Curve:
         return (self.base_macs + moved) / self.num_samples
 
     def threshold(self, index: np.ndarray) -> np.ndarray:
-        """float64 threshold letting exactly ``index`` samples leave: 1 when none, 0 when all,
-        else :func:`~dyce.cuts.midpoint` of the last leaver's and the first stayer's
-        confidences."""
-        cuts = np.asarray(index)
-        out = np.empty(cuts.shape, dtype=np.float64)
-        for at, cut in np.ndenumerate(cuts):
-            cut = int(cut)
-            if cut == 0 or self.count == 0:
-                out[at] = 1.0
-            elif cut >= self.count:
-                out[at] = 0.0
-            else:
-                above, below = cut - 1, cut
-                if self.positions is not None:
-                    above, below = self.positions[above], self.positions[below]
-                out[at] = midpoint(float(self.conf[above]), float(self.conf[below]))
-        return out
+        """float64 threshold letting exactly ``index`` samples leave
+        (:func:`~dyce.cuts.cut_thresholds`)."""
+        order = self.positions
+
+        def confidence(i: int) -> float:
+            return float(self.conf[i if order is None else order[i]])
+
+        return cut_thresholds(index, self.count, confidence)
 
     def __post_init__(self) -> None:
         # ``_value`` finds the invalid cuts of a range by binary search: keep them sorted.
@@ -513,7 +504,6 @@ class _Searcher:
         self._orders: dict[int, ExitOrder] = {}
         self._sample_blocks: dict[int, np.ndarray] = {}
         self._stacks: dict[int, ExitStack] = {}
-        self._all_arrive: np.ndarray | None = None
         self._ramp: np.ndarray | None = None
         self._local = threading.local()  # per-thread scratch buffers of the curves
         if threads is None:
@@ -1155,13 +1145,19 @@ class _CircularNode:
         disabled, -1 for the samples that do not arrive at ``p`` (see :func:`rest_codes`);
         ``(P-1, N)`` for every position when ``p`` is ``slice(None)``."""
         if self._codes is None:
-            searcher = self.searcher
-            positions = range(searcher.num_positions - 1)
-            self._codes = rest_codes(
-                [self.leave.get(q) for q in positions],
-                [searcher.correct[self.rows[q]] if q in self.rows else None for q in positions],
-                searcher.final_correct, searcher.code_type)
+            self._codes = self.codes_of(slice(None))
         return self._codes[p]
+
+    def codes_of(self, labels: np.ndarray | slice) -> np.ndarray:
+        """int ``(P-1, n)``: the rest codes (:func:`rest_codes`) of the samples ``labels`` at
+        every position."""
+        searcher = self.searcher
+        positions = range(searcher.num_positions - 1)
+        return rest_codes(
+            [self.leave[q][labels] if q in self.leave else None for q in positions],
+            [searcher.correct[self.rows[q]][labels] if q in self.rows else None
+             for q in positions],
+            searcher.final_correct[labels], searcher.code_type)
 
     def situation(self, p: int) -> _Situation:
         searcher = self.searcher
