@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import warnings
 
@@ -14,8 +13,8 @@ DYCE_METHODS = ("onepass", "circular", "samethres")
 PEER_METHODS = ("global_threshold", "msdnet", "patience")
 METHODS = DYCE_METHODS + PEER_METHODS
 
-#: Default λ sweep of the DyCE methods: 0.50, 0.51, …, 1.00.
-DEFAULT_LAMBDA_RANGE = (0.5, 1.005, 0.01)
+#: Default λ sweep of the DyCE methods: 0.50, 0.51, …, 1.00 (START, STOP, STEP; STOP included).
+DEFAULT_LAMBDA_RANGE = (0.5, 1.0, 0.01)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     search.add_argument("--lambda", dest="lambdas", type=float, nargs="+", action="extend",
                         metavar="L", help="trade-off weight(s) λ ≥ 0 (DyCE methods)")
     search.add_argument("--lambda-range", type=float, nargs=3, metavar=("START", "STOP", "STEP"),
-                        help="λ grid START, START+STEP, … below STOP (STOP excluded; DyCE methods)")
+                        help="λ grid START, START+STEP, … up to STOP (STOP included when the grid "
+                        "reaches it; exact decimal steps; at most 10000 values; DyCE methods)")
     search.add_argument("--parameter", dest="parameters", type=float, nargs="+", action="extend",
                         metavar="V", help="sweep values of a peer strategy (threshold, q or "
                         "patience) instead of its default grid")
@@ -90,34 +90,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def lambda_grid(lambdas: list[float] | None, lambda_range: list[float] | None) -> list[float]:
     """The λ values to search: ``--lambda`` values, then ``--lambda-range``, else the default.
 
-    Raises :class:`DyceError` (field ``lambda``) for a negative or non-finite λ or a bad range.
+    The range includes STOP when the grid reaches it (as the workflow's ``lambdas``), values are
+    exact decimals (:func:`dyce.lambda_grid.lambda_range`). Raises :class:`DyceError` (field
+    ``lambda`` or ``lambda-range``) for a negative or non-finite λ, a bad range or more than
+    :data:`~dyce.lambda_grid.MAX_LAMBDAS` values.
     """
+    from dyce.lambda_grid import MAX_LAMBDAS, check_lambdas
+    from dyce.lambda_grid import lambda_range as grid
 
-    values = list(lambdas or [])
+    values = check_lambdas(lambdas or [], field="lambda")
     if lambda_range is not None:
-        start, stop, step = lambda_range
-        if not all(math.isfinite(v) for v in lambda_range) or step <= 0 or stop <= start:
-            raise DyceError(f"range {start} {stop} {step} needs START < STOP and STEP > 0",
-                            field="lambda-range")
-        values += arange_values(start, stop, step)
+        values += grid(*lambda_range, field="lambda-range")
     if not values:
-        values = arange_values(*DEFAULT_LAMBDA_RANGE)
-    for value in values:
-        if not math.isfinite(value) or value < 0:
-            raise DyceError(f"λ = {value} is not a number >= 0", field="lambda")
+        values = grid(*DEFAULT_LAMBDA_RANGE)
+    if len(values) > MAX_LAMBDAS:
+        raise DyceError(f"{len(values)} λ values, more than the maximum {MAX_LAMBDAS}",
+                        field="lambda")
     return values
-
-
-def arange_values(start: float, stop: float, step: float) -> list[float]:
-    """``START, START+STEP, …`` strictly below ``STOP``, free of float noise.
-
-    Unlike ``numpy.arange(0.9, 1.05, 0.05)`` (which also yields 1.05) a value within 1e-9 steps
-    of ``STOP`` is excluded, and values are rounded to 12 decimals (1.0000000000000004 → 1.0).
-    """
-    import numpy as np
-
-    count = max(0, math.ceil((stop - start) / step - 1e-9))
-    return [float(v) for v in np.round(start + step * np.arange(count), 12)]
 
 
 def parse_exit_types(values: list[str] | None, names: tuple[str, ...], path: str) -> list[int] | None:
@@ -145,6 +134,17 @@ def load_records_for(path: str, macs) -> object:
     return load_any_records(path, macs)
 
 
+def warn_if_chance_level(command: str, records) -> list[str]:
+    """Print (and return, for the table's metadata) the near-chance warning of ``records``."""
+    from dyce.results import chance_level_warning
+
+    warning = chance_level_warning(records)
+    if warning is None:
+        return []
+    print(f"dyce {command}: WARNING: {warning}", file=sys.stderr)
+    return [warning]
+
+
 def run_search(args: argparse.Namespace) -> int:
     from dyce.macs_info import load_macs_info
     from dyce.results import search_metadata, search_table, write_table
@@ -165,6 +165,7 @@ def run_search(args: argparse.Namespace) -> int:
               "prefer slower configurations", file=sys.stderr)
     macs = load_macs_info(args.macs_info)
     records = load_records_for(args.records, macs)
+    warned = warn_if_chance_level("search", records)
     exit_types = parse_exit_types(args.exit_types, records.exit_types, args.macs_info)
 
     if peer:
@@ -181,7 +182,8 @@ def run_search(args: argparse.Namespace) -> int:
         dataset=args.dataset if args.dataset is not None else records.dataset,
     )
     metadata = search_metadata(records, method=args.method, normalize=args.normalize,
-                               calibration=args.calibration, macs_info=str(args.macs_info))
+                               calibration=args.calibration, macs_info=str(args.macs_info),
+                               warnings=warned)
     write_table(table, args.out, metadata)
     print(f"dyce search: {table.height} configurations → {args.out}")
     return 0
@@ -229,6 +231,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     tables = read_tables(args.results, required=tuple(SEARCH_SCHEMA))
     macs = load_macs_info(args.macs_info)
     records = load_records_for(args.records, macs)
+    warned = warn_if_chance_level("evaluate", records)
     evaluated = []
     for path, (df, metadata) in zip(args.results, tables, strict=True):
         check_exit_table(metadata, records, path)
@@ -237,7 +240,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     metadata = dict(tables[0][1])
     metadata.update(evaluation_records=str(args.records), evaluation_split=records.split,
                     evaluation_num_samples=records.num_samples,
-                    search_tables=[str(p) for p in args.results])
+                    search_tables=[str(p) for p in args.results],
+                    warnings=list(dict.fromkeys([*metadata.get("warnings", []), *warned])))
     write_table(table, args.out, metadata)
     print(f"dyce evaluate: {table.height} configurations → {args.out}")
     return 0
@@ -250,6 +254,7 @@ def run_front(args: argparse.Namespace) -> int:
     import polars as pl
 
     from dyce.results import (
+        check_tolerance,
         pareto_front,
         read_tables,
         summary_figures,
@@ -257,8 +262,7 @@ def run_front(args: argparse.Namespace) -> int:
         write_table,
     )
 
-    if not (math.isfinite(args.tolerance) and 0 <= args.tolerance < 1):
-        raise DyceError(f"{args.tolerance} is not in [0, 1)", field="tolerance")
+    check_tolerance(args.tolerance)
     tables = read_tables(args.tables, required=("relative_macs", "relative_acc"))
     by = [] if args.by.strip().lower() == "none" else [c.strip() for c in args.by.split(",")
                                                         if c.strip()]
@@ -270,10 +274,12 @@ def run_front(args: argparse.Namespace) -> int:
     front = pareto_front(table, by=by or None)
     metadata = dict(tables[0][1])
     metadata.update(front_tables=[str(p) for p in args.tables], front_by=by)
+    summary = summary_figures(front, args.tolerance, by=by)  # everything computed before writing
+    for warning in dict.fromkeys(w for _, meta in tables for w in meta.get("warnings", [])):
+        print(f"dyce front: WARNING: {warning}", file=sys.stderr)
     if args.csv:
         write_csv(front, args.csv)
     write_table(front, args.out, metadata)
-    summary = summary_figures(front, args.tolerance, by=by)
     for row in summary.iter_rows(named=True):
         label = " ".join(str(row[c]) for c in by) or "all"
         saved = row["macs_saved"]
