@@ -283,6 +283,9 @@ def prepare_splits(
         )
     else:
         search_idx = train_idx
+    warnings = []
+    if dataset == "imagefolder" and image_size is None:
+        warnings.append(implied_size_warning(train_pool, size))
     return {
         "format_version": SPLITS_FORMAT_VERSION,
         "dataset": dataset,
@@ -302,7 +305,25 @@ def prepare_splits(
             "search": [int(i) for i in search_idx],
             "val": [int(i) for i in val_idx],
         },
+        "warnings": warnings,
     }
+
+
+def implied_size_warning(pool: Dataset, size: int) -> str:
+    """The warning of an image folder given no ``image_size``: its images are resized to the
+    default ``size``, which is silently wrong for e.g. 32 px images (names the first one's)."""
+    from PIL import Image
+
+    first = pool.samples[0][0] if getattr(pool, "samples", None) else None
+    native = ""
+    if first is not None:
+        try:
+            with Image.open(first) as image:
+                native = f" (the first, {first}, is {image.width}x{image.height} px)"
+        except OSError:
+            native = ""
+    return (f"no image_size given: every image is resized to the default {size} px{native}; "
+            "give image_size to choose the size the backbone is trained and run at")
 
 
 def load_splits(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:

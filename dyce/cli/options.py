@@ -58,6 +58,31 @@ def add_training_flags(parser: argparse.ArgumentParser, *, epochs: int, lr: floa
     add_workers(parser, help="data-loading worker processes (default 0: in the main process)")
     parser.add_argument("--checkpoint-dir", type=Path, default=None,
                         help="write a checkpoint after every epoch here and resume from it")
+    add_threads(parser)
+
+
+def add_threads(parser: argparse.ArgumentParser) -> None:
+    """``--threads``: torch's CPU threads (see :func:`apply_threads`)."""
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads of torch (default: torch's, usually one per core); "
+                        "results are bit-identical only for the same seed and thread count")
+
+
+def apply_threads(args: argparse.Namespace) -> int:
+    """Set torch's intra-op threads from ``--threads`` (when given); returns the count in use.
+
+    CPU kernels split their sums by thread, so weights and records differ in the last bits
+    (about 1e-8) between thread counts; the same count and seed reproduce them bit for bit.
+    """
+    import torch
+
+    from dyce.errors import DyceError
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise DyceError(f"must be at least 1, got {args.threads}", field="threads")
+        torch.set_num_threads(args.threads)
+    return torch.get_num_threads()
 
 
 def training_settings(args: argparse.Namespace) -> dict[str, Any]:

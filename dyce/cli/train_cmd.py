@@ -11,8 +11,10 @@ from dyce.cli.options import (
     add_device,
     add_out,
     add_splits_and_model,
+    add_threads,
     add_training_flags,
     add_workers,
+    apply_threads,
     training_settings,
 )
 from dyce.errors import DyceError
@@ -60,6 +62,12 @@ def _register_prepare_data(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_prepare_data)
 
 
+def print_split_warnings(command: str, splits: dict) -> None:
+    """Repeat the warnings ``prepare-data`` stored in SPLITS.json (e.g. an implied image size)."""
+    for warning in splits.get("warnings") or []:
+        print(f"dyce {command}: WARNING: {warning}", file=sys.stderr)
+
+
 def _prepare_data(args: argparse.Namespace) -> int:
     from dyce.data import prepare_splits
     from dyce.io import write_json
@@ -70,6 +78,7 @@ def _prepare_data(args: argparse.Namespace) -> int:
         download=args.download, image_size=args.image_size,
     )
     write_json(args.out, splits)
+    print_split_warnings("prepare-data", splits)
     sizes = ", ".join(f"{name} {len(indices)}" for name, indices in splits["splits"].items())
     print(f"{args.out}: {splits['dataset']} ({splits['num_classes']} classes, "
           f"{splits['image_size']} px): {sizes}")
@@ -95,7 +104,9 @@ def _train_backbone(args: argparse.Namespace) -> int:
     from dyce.data import load_split, load_splits
     from dyce.train import evaluate_accuracy, save_backbone, train_backbone
 
+    apply_threads(args)
     splits = load_splits(args.data)
+    print_split_warnings("train-backbone", splits)
     result = train_backbone(splits, args.model, **training_settings(args))
     accuracy = evaluate_accuracy(
         result.model, load_split(splits, "val"), batch_size=max(args.batch_size, 256),
@@ -141,7 +152,9 @@ def _train_exits(args: argparse.Namespace) -> int:
     from dyce.models import save_exits_checkpoint
     from dyce.train import prepare_exit_network, train_exits
 
+    threads = apply_threads(args)
     splits = load_splits(args.data)
+    print_split_warnings("train-exits", splits)
     net = prepare_exit_network(
         splits, args.model, backbone_path=args.backbone, weights=args.weights, taps=args.taps,
         exit_types=args.exit_types, seed=args.seed,
@@ -154,7 +167,7 @@ def _train_exits(args: argparse.Namespace) -> int:
         "dataset": splits["dataset"], "epochs": args.epochs, "lr": args.lr,
         "batch_size": args.batch_size, "weight_decay": args.weight_decay,
         "temperature": args.temperature, "distill_weight": args.distill_weight,
-        "seed": args.seed, "history": result.history,
+        "seed": args.seed, "threads": threads, "history": result.history,
         "backbone": None if args.backbone is None else str(args.backbone),
     }
     save_exits_checkpoint(args.out, result.model, extra={"training": training})
@@ -181,6 +194,7 @@ def _register_record(subparsers: argparse._SubParsersAction) -> None:
     add_batch_size(parser, 256)
     add_device(parser)
     add_workers(parser)
+    add_threads(parser)
     add_out(parser, "RECORDS.parquet")
     parser.set_defaults(func=_record)
 
@@ -190,7 +204,9 @@ def _record(args: argparse.Namespace) -> int:
     from dyce.models import load_exits_checkpoint
     from dyce.recording import record_split
 
+    apply_threads(args)
     splits = load_splits(args.data)
+    print_split_warnings("record", splits)
     net = load_exits_checkpoint(args.exits)
     spec = dict(net.spec)
     for key, data_key in (("num_classes", "num_classes"), ("in_channels", "in_channels"),
