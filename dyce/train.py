@@ -123,7 +123,8 @@ def _load_checkpoint(checkpoint_dir: Path | None, settings: dict[str, Any]) -> d
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise DyceError("not a dyce training checkpoint", path=path, field="format")
     saved = state.get("settings", {})
-    for key, value in settings.items():
+    for key in [*settings, *(key for key in saved if key not in settings)]:
+        value = settings.get(key)
         if saved.get(key) != value:
             raise DyceError(
                 f"checkpoint was made with {key}={saved.get(key)!r}, this run has {value!r}; "
