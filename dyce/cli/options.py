@@ -37,12 +37,31 @@ def add_device(parser: argparse.ArgumentParser, help: str = DEVICE_HELP) -> None
 
 
 WORKERS_HELP = ("data-loading worker processes, or auto (default): none on the CPU, one less "
-                "than the job's CPUs on CUDA")
+                "than --cpus on CUDA")
 
 
 def add_workers(parser: argparse.ArgumentParser, help: str = WORKERS_HELP) -> None:
-    """``--workers``: data-loading worker processes or ``auto`` (see dyce.device)."""
+    """``--workers`` (processes or ``auto``, see dyce.device) and ``--cpus`` (the job's CPUs);
+    read them with :func:`job_workers`."""
     parser.add_argument("--workers", default="auto", help=help)
+    parser.add_argument("--cpus", type=int, default=None,
+                        help="CPUs of this job (default: all this process may use): torch "
+                        "threads, and the workers of --workers auto on CUDA")
+
+
+def job_workers(args: argparse.Namespace) -> int:
+    """Apply ``--cpus`` (torch threads) and resolve ``--workers`` for ``--device``."""
+    import torch
+
+    from dyce.device import loader_workers, resolve_device
+
+    if args.cpus is not None:
+        if args.cpus < 1:
+            from dyce.errors import DyceError
+
+            raise DyceError(f"must be at least 1, got {args.cpus}", field="cpus")
+        torch.set_num_threads(args.cpus)
+    return loader_workers(args.workers, resolve_device(args.device), args.cpus)
 
 
 def add_amp(parser: argparse.ArgumentParser) -> None:
@@ -84,7 +103,7 @@ def training_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
         "weight_decay": args.weight_decay, "seed": args.seed, "device": args.device,
-        "checkpoint_dir": args.checkpoint_dir, "num_workers": args.workers, "amp": args.amp,
+        "checkpoint_dir": args.checkpoint_dir, "num_workers": job_workers(args), "amp": args.amp,
     }
 
 

@@ -15,6 +15,7 @@ from dyce.cli.options import (
     add_splits_and_model,
     add_training_flags,
     add_workers,
+    job_workers,
     training_settings,
 )
 from dyce.errors import DyceError
@@ -228,7 +229,7 @@ def _record(args: argparse.Namespace) -> int:
         count = record_split(
             net, load_split(splits, args.split), topk=args.topk, batch_size=args.batch_size,
             device=args.device, out_path=args.out, model=str(spec.get("model", "")),
-            dataset_name=splits["dataset"], split=args.split, num_workers=args.workers,
+            dataset_name=splits["dataset"], split=args.split, num_workers=job_workers(args),
             amp=args.amp, shard=shard,
         )
     part = "" if shard is None else f" (shard {shard})"
@@ -279,7 +280,7 @@ def _cache_features(args: argparse.Namespace) -> int:
     count = cache_features(
         net, load_split(splits, args.split), out_dir=args.out, batch_size=args.batch_size,
         model=args.model, dataset_name=splits["dataset"], split=args.split, device=args.device,
-        dtype=args.dtype, amp=args.amp, num_workers=args.workers, shard=shard,
+        dtype=args.dtype, amp=args.amp, num_workers=job_workers(args), shard=shard,
     )
     part = "" if shard is None else f" (shard {shard})"
     print(f"{args.out}: pooled features of {len(net.tap_nodes)} taps for {count} samples of "
