@@ -7,7 +7,8 @@ initial weights and seed:
 
 - *network*: every batch runs the frozen backbone (``dyce.train.train_exits``);
 - *cache*: one backbone pass over the train split writes the pooled features
-  (``dyce.features.cache_features``, float16), then the heads train on the cache alone.
+  (``dyce.features.cache_features``, float32 and float16), then the heads train on the cache
+  alone.
 
 Printed: wall times (the cache time includes its backbone pass), the speed-up, each exit's
 validation accuracy both ways and the largest difference in points, and how far records of the
@@ -78,52 +79,51 @@ def main() -> None:
     train_exits(splits, through_network, **settings)
     network_seconds = time.perf_counter() - start
 
-    from_cache = copy.deepcopy(initial)
-    start = time.perf_counter()
-    cache_features(from_cache, load_split(splits, "train"), out_dir=folder / "train_features",
-                   batch_size=256, model="resnet18", dataset_name="digits", split="train",
-                   device="cpu", dtype="float16")
-    cache_pass_seconds = time.perf_counter() - start
-    train_exits(splits, from_cache, features=folder / "train_features", **settings)
-    cache_seconds = time.perf_counter() - start
+    caches = {}
+    for dtype in ("float32", "float16"):
+        net = copy.deepcopy(initial)
+        folder_of_cache = folder / f"train_features_{dtype}"
+        start = time.perf_counter()
+        cache_features(net, load_split(splits, "train"), out_dir=folder_of_cache,
+                       batch_size=256, model="resnet18", dataset_name="digits", split="train",
+                       device="cpu", dtype=dtype)
+        pass_seconds = time.perf_counter() - start
+        train_exits(splits, net, features=folder_of_cache, **settings)
+        caches[dtype] = (net, folder_of_cache, pass_seconds, time.perf_counter() - start)
 
-    records = {}
-    for name, net in (("network", through_network), ("cache", from_cache)):
-        records[name] = folder / f"val_{name}.parquet"
+    def val_accuracy(net, name: str) -> np.ndarray:
+        path = folder / f"val_{name}.parquet"
         record_split(net, load_split(splits, "val"), topk=1, batch_size=256, device="cpu",
-                     out_path=records[name], model="resnet18", dataset_name="digits",
-                     split="val")
-    accuracy = {name: exit_accuracies(path) for name, path in records.items()}
-    record_split(from_cache, load_split(splits, "train"), topk=1, batch_size=256, device="cpu",
-                 out_path=folder / "train_network.parquet", model="resnet18",
-                 dataset_name="digits", split="train")
-    record_features(from_cache, folder / "train_features", topk=1, batch_size=256, device="cpu",
-                    out_path=folder / "train_cache.parquet", model="resnet18")
-    a, b = read_records(folder / "train_network.parquet"), read_records(folder / "train_cache.parquet")
+                     out_path=path, model="resnet18", dataset_name="digits", split="val")
+        return exit_accuracies(path)
 
+    reference = val_accuracy(through_network, "network")
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch "
           f"{torch.__version__}, {args.threads} threads")
     print(f"resnet18 on digits at {args.image_size} px: {len(splits['splits']['train'])} train, "
           f"{len(splits['splits']['val'])} val samples; {initial.num_positions - 1} taps x "
-          f"{len(EXIT_TYPES)} exit types; backbone trained in {backbone_seconds:.1f} s")
+          f"{len(EXIT_TYPES)} exit types; backbone trained in {backbone_seconds:.1f} s; "
+          f"final head {100 * reference[-1]:.1f} % val; exits through the backbone "
+          f"{100 * reference[:-1].min():.1f}..{100 * reference[:-1].max():.1f} % val")
     print()
-    print("| exit training, 10 epochs | wall s |")
-    print("|---|---|")
-    print(f"| through the backbone | {network_seconds:.1f} |")
-    print(f"| from the cache (pass {cache_pass_seconds:.1f} s + heads "
-          f"{cache_seconds - cache_pass_seconds:.1f} s) | {cache_seconds:.1f} |")
-    print(f"| speed-up | {network_seconds / cache_seconds:.1f}x |")
-    print()
-    diff = 100 * np.abs(accuracy["network"] - accuracy["cache"])
-    print(f"val accuracy of the {len(diff) - 1} exits: through the backbone "
-          f"{100 * accuracy['network'][:-1].min():.1f}..{100 * accuracy['network'][:-1].max():.1f} %, "
-          f"from the cache {100 * accuracy['cache'][:-1].min():.1f}.."
-          f"{100 * accuracy['cache'][:-1].max():.1f} %; largest difference {diff.max():.2f} points "
-          f"(mean {diff[:-1].mean():.2f}); final head {100 * accuracy['network'][-1]:.1f} %")
-    print(f"train records, cache vs network (same heads): max |conf diff| "
-          f"{np.abs(a.confs - b.confs).max():.2e}, top-1 agreement "
-          f"{100 * (a.top1_preds == b.top1_preds).mean():.3f} %")
-
+    print(f"| exit training, {args.epochs} epochs | wall s | speed-up | largest (mean) val "
+          "accuracy difference of an exit, points | train records vs network: max conf "
+          "diff, top-1 agreement |")
+    print("|---|---|---|---|---|")
+    print(f"| through the backbone | {network_seconds:.1f} | 1.0x | - | - |")
+    for dtype, (net, cache, pass_seconds, seconds) in caches.items():
+        diff = 100 * np.abs(val_accuracy(net, dtype) - reference)[:-1]
+        record_split(net, load_split(splits, "train"), topk=1, batch_size=256, device="cpu",
+                     out_path=folder / f"train_network_{dtype}.parquet", model="resnet18",
+                     dataset_name="digits", split="train")
+        record_features(net, cache, topk=1, batch_size=256, device="cpu",
+                        out_path=folder / f"train_cache_{dtype}.parquet", model="resnet18")
+        a = read_records(folder / f"train_network_{dtype}.parquet")
+        b = read_records(folder / f"train_cache_{dtype}.parquet")
+        print(f"| {dtype} cache (pass {pass_seconds:.1f} s + heads {seconds - pass_seconds:.1f} s)"
+              f" | {seconds:.1f} | {network_seconds / seconds:.1f}x | {diff.max():.2f} "
+              f"({diff.mean():.2f}) | {np.abs(a.confs - b.confs).max():.1e}, "
+              f"{100 * (a.top1_preds == b.top1_preds).mean():.2f} % |")
 
 if __name__ == "__main__":
     main()

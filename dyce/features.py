@@ -15,12 +15,14 @@ A cache is a folder (written to a temporary sibling and renamed when complete)::
     sample_ids.npy     int64 (N,)     index of each sample in its pool, in split order
     labels.npy         int64 (N,)
     final.npy          float32 (N, C) logits of the final head
-    tap{p}.npy         float16 or float32 (N, C_p), pooled features of tap p
+    tap{p}.npy         float32 or float16 (N, C_p), pooled features of tap p
 
 The arrays are plain ``.npy`` files, read memory-mapped with ``allow_pickle=False``, so a
-cache larger than memory trains through the page cache. float16 halves the size (ImageNet-train
-features of ResNet-50's 16 taps: 15 104 values per image, 39 GB) at a relative rounding error of
-at most 2^-11 per value; values beyond float16's range are refused (use float32).
+cache larger than memory trains through the page cache. float32 (the default) gives the heads
+exactly the values they see through the network; float16 halves the size (ImageNet-train
+features of ResNet-50's 16 taps: 15 104 values per image, 77 GB in float32, 39 GB in float16)
+at a relative rounding error of at most 2^-11 per value, which training can amplify (see
+docs/benchmarks.md); values beyond float16's range are refused.
 ``backbone_digest`` (SHA-256 of the backbone's state dict) ties a cache to the weights it came
 from: training or recording from a cache of another backbone is refused.
 """
@@ -233,7 +235,7 @@ def cache_features(
     dataset_name: str,
     split: str,
     device: str | torch.device = "auto",
-    dtype: str = "float16",
+    dtype: str = "float32",
     amp: str = "off",
     num_workers: int | str = "auto",
     shard: Shard | None = None,

@@ -254,8 +254,9 @@ def _register_cache_features(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--taps", default="auto",
                         help="auto (after every block) or comma-separated graph node names")
     parser.add_argument("--split", choices=RECORD_SPLITS, required=True)
-    parser.add_argument("--dtype", choices=("float16", "float32"), default="float16",
-                        help="storage type of the pooled features (default float16)")
+    parser.add_argument("--dtype", choices=("float32", "float16"), default="float32",
+                        help="storage type of the pooled features (default float32; float16 "
+                        "halves the size)")
     add_batch_size(parser, 256)
     add_device(parser)
     add_workers(parser)
