@@ -143,3 +143,39 @@ def plain_value(value: Any) -> Any:
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     return value
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder next to ``path``; it replaces ``path`` if the block succeeds.
+
+    Like :func:`atomic_path` for artifacts made of several files: on any exception, Ctrl-C or
+    SIGTERM the temporary folder is removed and ``path`` is left as it was. An existing ``path``
+    is replaced whole. The folder gets mode ``0o777 & ~umask``.
+    """
+    with _sigterm_raises():
+        yield from _atomic_dir(Path(path))
+
+
+def _atomic_dir(target: Path) -> Iterator[Path]:
+    import shutil
+
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise DyceError("its parent is not a folder", path=target) from None
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~current_umask())
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old",
+                                        dir=target.parent))
+            os.replace(target, old / "previous")
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -99,3 +99,16 @@ def test_the_default_sigterm_handler_is_restored_after_a_write(tmp_path):
         tmp.write_bytes(b"x")
         assert signal.getsignal(signal.SIGTERM) is not before
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_written_folders_get_the_mode_of_the_umask(tmp_path):
+    from dyce.io import atomic_dir
+
+    previous = os.umask(0o022)
+    try:
+        with atomic_dir(tmp_path / "cache") as tmp:
+            (tmp / "x.npy").write_bytes(b"x")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "cache").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "cache" / "x.npy").stat().st_mode) == 0o644

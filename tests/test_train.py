@@ -207,9 +207,9 @@ def test_cli_training_with_a_fixed_thread_count_is_bit_identical_and_recorded(
         out = tmp_path / f"exits_{run}.pt"
         assert main(["train-exits", "--data", str(data), "--model", MODEL, "--backbone",
                      str(backbone_file[0]), "--exit-types", EXIT_TYPES, "--epochs", "1",
-                     "--threads", "1", "--device", "cpu", "--out", str(out)]) == 0
+                     "--cpus", "1", "--device", "cpu", "--out", str(out)]) == 0
         payloads.append(torch.load(out, map_location="cpu", weights_only=True))
     assert _same_state(payloads[0]["exits"], payloads[1]["exits"])
     assert payloads[0]["extra"]["training"]["threads"] == 1
     assert main(["train-exits", "--data", str(data), "--model", MODEL, "--backbone",
-                 str(backbone_file[0]), "--threads", "0", "--out", str(tmp_path / "x.pt")]) == 2
+                 str(backbone_file[0]), "--cpus", "0", "--out", str(tmp_path / "x.pt")]) == 2
