@@ -1,6 +1,6 @@
 """Command-line options shared by several ``dyce`` subcommands.
 
-Not a command module (no ``_cmd`` suffix, so not registered): the ``*_cmd`` modules call these
+Not a command module (not in ``dyce.cli.COMMAND_MODULES``): the command modules call these
 helpers so that an option shared by several subcommands is spelled, defaulted and documented
 in one place.
 """
@@ -23,7 +23,7 @@ def add_out(parser: argparse.ArgumentParser, what: str) -> None:
 def add_splits_and_model(parser: argparse.ArgumentParser) -> None:
     """Required ``--data SPLITS.json`` and ``--model NAME`` of the training commands."""
     parser.add_argument("--data", type=Path, required=True, help="SPLITS.json")
-    parser.add_argument("--model", required=True, help="backbone name (see dyce.models)")
+    parser.add_argument("--model", required=True, help="backbone name (see dyce.network.models)")
 
 
 def add_batch_size(parser: argparse.ArgumentParser, default: int) -> None:
@@ -61,7 +61,7 @@ def add_training_flags(parser: argparse.ArgumentParser, *, epochs: int, lr: floa
 
 
 def training_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The keyword arguments of ``dyce.train.train_backbone``/``train_exits`` that
+    """The keyword arguments of ``dyce.network.training.train_backbone``/``train_exits`` that
     :func:`add_training_flags` defines."""
     return {
         "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,

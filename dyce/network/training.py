@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from dyce.data import load_split, load_splits
+from dyce.data.splits import load_split, load_splits
 from dyce.errors import DyceError
 from dyce.io import atomic_path, plain_value
 
@@ -259,7 +259,7 @@ def train_backbone(
     num_workers: int = 0,
 ) -> TrainResult:
     """Train backbone ``model_name`` (random init, cross-entropy) on the ``train`` split."""
-    from dyce.models import build_backbone
+    from dyce.network.models import build_backbone
 
     _check_hyperparameters(epochs, lr, batch_size, weight_decay)
     info = load_splits(splits)
@@ -381,7 +381,7 @@ def prepare_exit_network(
     or state-dict file; ``None`` = random). ``taps``: ``"auto"`` or node names; ``exit_types``:
     ``mlp{L}x{W}`` names (default: the paper's five).
     """
-    from dyce.models import MultiExitNetwork, build_backbone, load_backbone_state
+    from dyce.network.models import MultiExitNetwork, build_backbone, load_backbone_state
 
     if backbone_path is not None and weights is not None:
         raise DyceError("give a trained backbone or weights, not both", field="weights")

@@ -12,8 +12,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from dyce.errors import DyceError
-from dyce.records import RecordWriter
-from dyce.train import resolve_device
+from dyce.network.training import resolve_device
+from dyce.records.format import RecordWriter
 
 
 def exit_topk(
@@ -56,7 +56,7 @@ def record_split(
 
     ``net`` is a ``MultiExitNetwork`` (``forward(x) -> (final (B, C), exits (B, N, C))``, with a
     ``spec`` naming ``exit_types`` and ``taps``); ``dataset`` yields ``(image, label, sample_id)``
-    (see :func:`dyce.data.load_split`). Batches stream through :class:`dyce.records.RecordWriter`,
+    (see :func:`dyce.data.splits.load_split`). Batches stream through :class:`dyce.records.format.RecordWriter`,
     so memory stays bounded and nothing is left at ``out_path`` if recording fails.
     """
     spec = dict(net.spec)
