@@ -20,8 +20,6 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 COPIED = ("workflow", "config", "dyce", "profiles", "pyproject.toml")
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
-# The local cluster has no GPUs: keep the profile but drop its GPU requests.
-NO_GPU = ["train_backbone:gpu=0", "train_exits:gpu=0", "record:gpu=0"]
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 
@@ -90,7 +88,7 @@ def test_slurm_run_equals_local_run(slurm_cluster, tmp_path):
     local_dir, slurm_dir = tmp_path / "local", tmp_path / "slurm"
     config = prepare(local_dir)
     prepare(slurm_dir)
-    slurm = start(slurm_dir, config, "--profile", "profiles/slurm", "--set-resources", *NO_GPU)
+    slurm = start(slurm_dir, config, "--profile", "profiles/slurm-cpu")  # the cluster has no GPU
     # Same threads per job as on the cluster (Snakemake sets OMP_NUM_THREADS from them), so
     # training and recording compute the very same floats.
     local = start(local_dir, config, "--cores", "2")
