@@ -73,7 +73,7 @@ def test_cpu_profile_is_the_gpu_profile_without_gpus():
 
 
 RESOURCES = re.compile(r"^\s+resources: (.*)$", re.MULTILINE)
-RULE = re.compile(r"^(?:local)?rule (\w+):$", re.MULTILINE)
+RULE = re.compile(r"^\s*(?:local)?rule (\w+):$", re.MULTILINE)
 
 
 @pytest.mark.parametrize("name", CLUSTER_PROFILES)
@@ -85,7 +85,8 @@ def test_dry_run_plans_every_job_with_the_profiles_partition_and_account(name):
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
-    jobs = [block for block in re.split(r"\n(?=\[[^\n]*\]\n(?:local)?rule )", output)
+    # a group job's members are indented under a "Group job" line
+    jobs = [block for block in re.split(r"\n(?=\s*\[[^\n]*\]\n\s*(?:local)?rule )", output)
             if RULE.search(block) and RULE.search(block).group(1) != "all"]
     assert len(jobs) > 20, output[-3000:]
     for block in jobs:
