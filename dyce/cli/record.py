@@ -1,4 +1,5 @@
-"""``dyce record`` and ``dyce import-npz``: exit records from a network or from original ``.npz``."""
+"""``dyce record``, ``dyce concat-records`` and ``dyce import-npz``: exit records from a network,
+from record shards or from original ``.npz`` files."""
 
 from __future__ import annotations
 
@@ -7,15 +8,23 @@ import sys
 import warnings
 from pathlib import Path
 
-from dyce.cli.options import add_batch_size, add_device, add_out, add_workers
+from dyce.cli.options import (
+    RECORD_SPLITS,
+    add_amp,
+    add_batch_size,
+    add_device,
+    add_out,
+    add_shard,
+    add_workers,
+    job_workers,
+)
 from dyce.errors import DyceError
-
-RECORD_SPLITS = ("train", "search", "val")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``record`` and ``import-npz``."""
+    """Add ``record``, ``concat-records`` and ``import-npz``."""
     _register_record(subparsers)
+    _register_concat_records(subparsers)
     _register_import_npz(subparsers)
 
 
@@ -33,17 +42,23 @@ def _register_record(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", type=Path, required=True, help="SPLITS.json")
     parser.add_argument("--split", choices=RECORD_SPLITS, required=True)
     parser.add_argument("--topk", type=int, default=1, help="classes kept per exit (default 1)")
+    parser.add_argument("--features", type=Path, default=None, metavar="DIR",
+                        help="run the exit heads on this feature cache of the split (dyce "
+                        "cache-features) instead of the whole network")
     add_batch_size(parser, 256)
     add_device(parser)
     add_workers(parser)
+    add_amp(parser)
+    add_shard(parser)
     add_out(parser, "RECORDS.parquet")
     parser.set_defaults(func=_record)
 
 
 def _record(args: argparse.Namespace) -> int:
+    from dyce.data.shards import parse_shard
     from dyce.data.splits import load_split, load_splits
     from dyce.network.models import load_exits_checkpoint
-    from dyce.records.recording import record_split
+    from dyce.records.recording import record_features, record_split
 
     splits = load_splits(args.data)
     net = load_exits_checkpoint(args.exits)
@@ -55,13 +70,25 @@ def _record(args: argparse.Namespace) -> int:
                 f"exits were trained with {key}={spec[key]}, but {args.data} has "
                 f"{splits[data_key]}", path=args.exits, field=key,
             )
-    dataset = load_split(splits, args.split)
-    count = record_split(
-        net, dataset, topk=args.topk, batch_size=args.batch_size, device=args.device,
-        out_path=args.out, model=str(spec.get("model", "")), dataset_name=splits["dataset"],
-        split=args.split, num_workers=args.workers,
-    )
-    print(f"{args.out}: {count} samples of split '{args.split}'", file=sys.stdout)
+    shard = parse_shard(args.shard)
+    if args.features is not None:
+        if shard is not None:
+            raise DyceError("record from a feature cache in one job (it runs the heads only)",
+                            field="shard")
+        count = record_features(
+            net, args.features, topk=args.topk, batch_size=args.batch_size, device=args.device,
+            out_path=args.out, model=str(spec.get("model", "")),
+            sample_ids=splits["splits"][args.split],
+        )
+    else:
+        count = record_split(
+            net, load_split(splits, args.split), topk=args.topk, batch_size=args.batch_size,
+            device=args.device, out_path=args.out, model=str(spec.get("model", "")),
+            dataset_name=splits["dataset"], split=args.split, num_workers=job_workers(args),
+            amp=args.amp, shard=shard,
+        )
+    part = "" if shard is None else f" (shard {shard})"
+    print(f"{args.out}: {count} samples of split '{args.split}'{part}", file=sys.stdout)
     return 0
 
 
@@ -114,4 +141,24 @@ def run_import_npz(args: argparse.Namespace) -> int:
         f"{records.num_exit_types} exit types ({records.num_exits} exits), top-{records.topk}, "
         f"{records.num_classes} classes, final-head accuracy {records.final_accuracy:.4f}"
     )
+    return 0
+
+
+def _register_concat_records(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "concat-records", help="join record shards (dyce record --shard) into one records file",
+        description="Join the Parquet shards written by dyce record --shard 1/K … K/K (give "
+        "them in order) into the records file one job would have written, one row group at a "
+        "time.",
+    )
+    parser.add_argument("shards", nargs="+", metavar="SHARD.parquet", help="shards 1/K … K/K")
+    parser.add_argument("--out", required=True, metavar="RECORDS.parquet", help="output file")
+    parser.set_defaults(func=_concat_records)
+
+
+def _concat_records(args: argparse.Namespace) -> int:
+    from dyce.data.shards import concat_records
+
+    count = concat_records(args.shards, args.out)
+    print(f"{args.out}: {count} samples from {len(args.shards)} shards")
     return 0

@@ -4,15 +4,24 @@
   ``MultiExitNetwork``, exit checkpoints.
 - :mod:`dyce.network.exit_heads`: exit heads ``mlp{L}x{W}`` (global average pooling + MLP).
 - :mod:`dyce.network.stages`: a traced backbone cut into sequential stages at its taps.
-- :mod:`dyce.network.training`: backbone training, exit training (soft distillation), devices.
+- :mod:`dyce.network.features`: the pooled-feature cache exit training and recording can run on.
+- :mod:`dyce.network.training`: backbone training, exit training (soft distillation).
+- :mod:`dyce.network.device`: device, mixed precision and data-loading workers of a run.
 """
 
+from dyce.network.device import loader_workers, resolve_device
 from dyce.network.exit_heads import (
     ExitHead,
     ExitType,
     build_exit_head,
     parse_exit_type,
     parse_exit_types,
+)
+from dyce.network.features import (
+    FeatureCache,
+    cache_features,
+    concat_features,
+    open_feature_cache,
 )
 from dyce.network.models import (
     DEFAULT_EXIT_TYPES,
@@ -37,7 +46,6 @@ from dyce.network.training import (
     evaluate_accuracy,
     load_backbone,
     prepare_exit_network,
-    resolve_device,
     save_backbone,
     train_backbone,
     train_exits,
@@ -47,6 +55,7 @@ __all__ = [
     "DEFAULT_EXIT_TYPES",
     "ExitHead",
     "ExitType",
+    "FeatureCache",
     "MultiExitNetwork",
     "SmallResNet",
     "TrainResult",
@@ -54,11 +63,15 @@ __all__ = [
     "build_backbone",
     "build_exit_head",
     "build_multi_exit_network",
+    "cache_features",
+    "concat_features",
     "default_taps",
     "evaluate_accuracy",
     "graph_node_names",
     "load_backbone",
     "load_exits_checkpoint",
+    "loader_workers",
+    "open_feature_cache",
     "parse_exit_type",
     "parse_exit_types",
     "prepare_exit_network",
