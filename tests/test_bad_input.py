@@ -20,12 +20,12 @@ from hypothesis import strategies as st
 from dyce.cli import main
 from dyce.config_search import search_and_eval
 from dyce.errors import DyceError
-from dyce.evaluate import evaluate_config
+from dyce.evaluate.exact import evaluate_config
 from dyce.io import write_json
-from dyce.lambda_grid import MAX_LAMBDAS, lambda_range
-from dyce.records import read_records, write_records
-from dyce.results import read_table, write_table
-from dyce.utils import OutputRecorder
+from dyce.records.format import read_records, write_records
+from dyce.records.recorder import OutputRecorder
+from dyce.report.tables import read_table, write_table
+from dyce.search.lambda_grid import MAX_LAMBDAS, lambda_range
 from tests.synthetic import make_synthetic_macs, make_synthetic_records
 
 
@@ -230,7 +230,7 @@ def test_a_bad_val_record_fails_before_the_search(seed_files, tmp_path, monkeypa
     def no_search(*args, **kwargs):
         raise AssertionError("searched before checking the val record")
 
-    monkeypatch.setattr("dyce.search.search_configs", no_search)
+    monkeypatch.setattr("dyce.search.searcher.search_configs", no_search)
     with pytest.raises(DyceError, match="val.npz"):
         search_and_eval(**seed_files)
 

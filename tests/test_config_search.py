@@ -10,8 +10,8 @@ import pytest
 
 from dyce.config_search import search_and_eval
 from dyce.errors import DyceError
-from dyce.results import SEED_COLUMNS, pareto_front
-from dyce.strategies import evaluate_any
+from dyce.evaluate.strategies import evaluate_any
+from dyce.report.tables import SEED_COLUMNS, pareto_front
 from tests.synthetic import make_synthetic_macs, make_synthetic_records
 
 
@@ -88,7 +88,7 @@ def test_existing_result_is_reused_unless_refresh(seed_setup, tmp_path, monkeypa
         raise AssertionError("searched again")
 
     # Same inputs, not refreshed: the saved front is read back without searching.
-    monkeypatch.setattr("dyce.search.search_configs", no_search)
+    monkeypatch.setattr("dyce.search.searcher.search_configs", no_search)
     again = search_and_eval(**kwargs)
     assert again["relative_macs"].to_list() == first["relative_macs"].to_list()
     with pytest.raises(AssertionError, match="searched again"):

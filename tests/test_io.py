@@ -67,18 +67,18 @@ def test_sigterm_on_a_cli_command_exits_143_with_one_line(tmp_path):
     process = _writer(tmp_path, """
         import sys, time
         from pathlib import Path
-        import dyce.results
+        import dyce.report.tables
         from dyce.cli import main
         folder = Path(sys.argv[1])
         def slow_write(df, path, metadata=None):
-            with dyce.results.atomic_path(path) as tmp:
+            with dyce.report.tables.atomic_path(path) as tmp:
                 tmp.write_bytes(b"half")
                 (folder / "started").touch()
                 time.sleep(60)
-        dyce.results.write_table = slow_write
+        dyce.report.tables.write_table = slow_write
         from tests.synthetic import make_synthetic_macs, make_synthetic_records
         from dyce.io import write_json
-        from dyce.records import write_records
+        from dyce.records.format import write_records
         write_records(folder / "r.parquet", make_synthetic_records(50, 3, 1, 5))
         write_json(folder / "m.json", make_synthetic_macs(3, 1))
         sys.exit(main(["search", str(folder / "r.parquet"), "--macs-info", str(folder / "m.json"),
