@@ -46,8 +46,8 @@ DENSE_METHODS = ("onepass", "circular")
 #: Fractions ``f`` of the ``raise`` family, ``t' = t + f·(1 − t)``.
 RAISE_FRACTIONS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
-#: Thresholds ``s`` of the ``shared`` family: 0.00, 0.02, …, 1.00.
-SHARED_THRESHOLDS = tuple(float(v) for v in np.round(np.arange(51) / 50, 2))
+#: Thresholds ``s`` of the ``shared`` family: 0.00, 0.01, …, 1.00 (the global-threshold grid).
+SHARED_THRESHOLDS = tuple(float(v) for v in np.round(np.arange(101) / 100, 2))
 
 
 @dataclass(frozen=True)
