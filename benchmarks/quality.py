@@ -98,7 +98,7 @@ def make_split(gen: Generator, num_samples: int, seed: int, split: str):
     """:class:`dyce.records.ExitRecords` of ``num_samples`` samples (top-1, float32)."""
     from scipy.special import ndtri
 
-    from dyce.records import ExitRecords, pred_dtype
+    from dyce.records.format import ExitRecords, pred_dtype
 
     rng = np.random.default_rng(seed)
     accuracy = exit_accuracies(gen)
@@ -140,7 +140,7 @@ def write_problem(directory: Path, gen: Generator, sizes: dict[str, int], seed: 
     Each split has its own random stream (same distribution, independent samples).
     """
     from dyce.io import write_json
-    from dyce.records import write_records
+    from dyce.records.format import write_records
 
     paths = {}
     for index, (split, size) in enumerate(sizes.items()):
@@ -156,9 +156,9 @@ def write_problem(directory: Path, gen: Generator, sizes: dict[str, int], seed: 
 
 def search_tables(records, macs, lambdas) -> dict:
     """Search table (polars) per method."""
-    from dyce.candidates import search_candidates
-    from dyce.results import search_table
-    from dyce.strategies import run_strategy
+    from dyce.evaluate.strategies import run_strategy
+    from dyce.report.tables import search_table
+    from dyce.search.candidates import search_candidates
 
     tables = {}
     for method in ("onepass", "circular"):
@@ -184,7 +184,7 @@ def drop_upper_bound(breaks: int, fixes: int, num_samples: int, delta: float) ->
     the breaks alone it does not charge a configuration for the final head's mistakes it
     fixes.
     """
-    from dyce.risk import clopper_pearson_upper
+    from dyce.runtime.risk import clopper_pearson_upper
 
     discordant = breaks + fixes
     rate = clopper_pearson_upper(discordant, num_samples, delta / 2)
@@ -201,9 +201,9 @@ def risk_choice(table, calib, macs, tolerance: float, delta: float):
     accuracy on calib; testing stops at the first failure. The chosen configuration's relative
     drop is ≤ ``tolerance`` with probability ≥ ``1 − delta``.
     """
-    from dyce.evaluate import evaluate_config
-    from dyce.results import pareto_front
-    from dyce.risk import clopper_pearson_upper
+    from dyce.evaluate.exact import evaluate_config
+    from dyce.report.tables import pareto_front
+    from dyce.runtime.risk import clopper_pearson_upper
 
     final_right = calib.correct[-1]
     num = calib.num_samples
@@ -225,10 +225,10 @@ def risk_choice(table, calib, macs, tolerance: float, delta: float):
 def run_once(gen: Generator, size: int, seed: int, *, val_size: int, calib_size: int | None,
              lambdas: list[float], tolerance: float, delta: float) -> dict:
     """Figures of every method for one (size, seed)."""
-    from dyce.evaluate import evaluate_config
-    from dyce.macs_info import load_macs_info
-    from dyce.records import read_records
-    from dyce.results import evaluate_table, savings_at_tolerance
+    from dyce.evaluate.exact import evaluate_config
+    from dyce.macs.info import load_macs_info
+    from dyce.records.format import read_records
+    from dyce.report.tables import evaluate_table, savings_at_tolerance
 
     sizes = {"search": size, "calib": calib_size or size, "val": val_size}
     with tempfile.TemporaryDirectory() as tmp:

@@ -10,7 +10,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dyce.candidates import (
+from dyce.cli import main
+from dyce.errors import DyceError
+from dyce.evaluate.exact import brute_force_evaluate, evaluate_config
+from dyce.io import write_json
+from dyce.records.format import read_records, write_records
+from dyce.report.tables import (
+    read_table,
+    savings_at_tolerance,
+    search_metadata,
+    search_table,
+    write_table,
+)
+from dyce.search.candidates import (
     RAISE_FRACTIONS,
     SHARED_THRESHOLDS,
     densify,
@@ -19,19 +31,7 @@ from dyce.candidates import (
     reach_counts,
     search_candidates,
 )
-from dyce.cli import main
-from dyce.errors import DyceError
-from dyce.evaluate import brute_force_evaluate, evaluate_config
-from dyce.io import write_json
-from dyce.records import read_records, write_records
-from dyce.results import (
-    read_table,
-    savings_at_tolerance,
-    search_metadata,
-    search_table,
-    write_table,
-)
-from dyce.search import cost_scale, search_configs
+from dyce.search.searcher import cost_scale, evaluation_cost, search_configs
 from tests.synthetic import make_synthetic_macs, make_synthetic_records
 from tests.test_evaluate import CONF_VALUES, assert_same, tiny_problems
 
@@ -56,8 +56,6 @@ def test_every_candidate_row_re_evaluates_exactly(problem, method, calibration):
 
 
 def scale_cost(evaluation, lambda_, scale):
-    from dyce.search import evaluation_cost
-
     return evaluation_cost(evaluation, lambda_, scale)
 
 

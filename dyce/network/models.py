@@ -25,13 +25,13 @@ import torch
 from torch import Tensor, nn
 
 from dyce.errors import DyceError
-from dyce.exits import DEFAULT_EXIT_TYPES, build_exit_head, parse_exit_types
 from dyce.io import atomic_path
+from dyce.network.exit_heads import DEFAULT_EXIT_TYPES, build_exit_head, parse_exit_types
 
 SMALL_RESNET_BLOCKS: dict[str, int] = {"small_resnet8": 1, "small_resnet14": 2, "small_resnet20": 3}
 """Small CIFAR-style ResNets: name -> BasicBlocks per stage (3 stages, widths 16, 32, 64)."""
 
-CHECKPOINT_FORMAT = "dyce.exits"
+CHECKPOINT_FORMAT = "dyce.network.exit_heads"
 CHECKPOINT_VERSION = 1
 SPEC_KEYS = ("model", "weights", "taps", "exit_types", "num_classes", "input_size", "in_channels")
 
@@ -597,7 +597,7 @@ def probe_tap_features(
 ) -> tuple[list[tuple[int, ...]], list[str], tuple[int, ...]]:
     """Per-sample tap shapes, their layouts and the final output shape, from one dummy forward.
 
-    Shapes exclude the batch axis, e.g. ``(C, H, W)``; layouts as in :mod:`dyce.exits`. A 3-d
+    Shapes exclude the batch axis, e.g. ``(C, H, W)``; layouts as in :mod:`dyce.network.exit_heads`. A 3-d
     shape that does not tell channels-first from channels-last is settled by a second forward
     32 pixels larger (channels do not grow with the input). An input too small for the network
     raises DyceError naming the last layer entered.

@@ -43,8 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_macs(args: argparse.Namespace) -> int:
     """Compute ``macs_info`` and write it atomically to ``args.out``."""
     from dyce.errors import DyceError
-    from dyce.macs import macs_info_for, write_macs_info
-    from dyce.models import read_exits_checkpoint
+    from dyce.macs.counting import macs_info_for, write_macs_info
+    from dyce.network.models import read_exits_checkpoint
 
     if args.exits is not None:
         spec = read_exits_checkpoint(args.exits)["spec"]

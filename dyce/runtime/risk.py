@@ -29,7 +29,7 @@ import numpy as np
 from scipy import optimize, special, stats
 
 from dyce.errors import DyceError
-from dyce.records import ExitRecords
+from dyce.records.format import ExitRecords
 
 BOUNDS = ("clopper-pearson", "hoeffding-bentkus")
 

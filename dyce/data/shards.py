@@ -8,7 +8,7 @@ network sees identical inputs batch by batch and the joined result equals the on
 (CPU and GPU kernels may round differently for differently composed batches).
 
 :func:`concat_records` joins record shards into one records file, streaming one row group at a
-time (bounded memory) through :class:`dyce.records.RecordWriter`, so the joined file has the row
+time (bounded memory) through :class:`dyce.records.format.RecordWriter`, so the joined file has the row
 groups and metadata of a one-job recording.
 """
 
@@ -143,7 +143,7 @@ def concat_records(
     """
     import pyarrow.parquet as pq
 
-    from dyce.records import RecordWriter, read_records_metadata
+    from dyce.records.format import RecordWriter, read_records_metadata
 
     if not shard_paths:
         raise DyceError("no record shards given", field="shards")

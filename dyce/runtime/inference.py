@@ -5,7 +5,7 @@ and dictionaries (read back with ``weights_only=True``): the network spec, the b
 only the exit heads some front configuration uses, the ``macs_info`` table and the front (per
 configuration: config, method, λ / sweep parameter, validation relative MACs and accuracy).
 
-:class:`EarlyExitRuntime` runs the backbone stage by stage (:mod:`dyce.stages`): at each enabled
+:class:`EarlyExitRuntime` runs the backbone stage by stage (:mod:`dyce.network.stages`): at each enabled
 position the samples still in flight run that exit head, those whose top-1 softmax confidence is
 strictly greater than the threshold leave, and the backbone continues on the others only. MACs
 follow DyCE: leaving at ``p`` costs ``backbone.macs[p]`` plus every enabled head at positions
@@ -28,14 +28,14 @@ import torch
 from torch import nn
 
 from dyce.errors import DyceError
-from dyce.exits import ExitHead, parse_exit_type
 from dyce.io import atomic_path, plain_value
-from dyce.macs_info import MacsInfo, load_macs_info
-from dyce.records import ExitRecords
-from dyce.stages import split_stages
+from dyce.macs.info import MacsInfo, load_macs_info
+from dyce.network.exit_heads import ExitHead, parse_exit_type
+from dyce.network.stages import split_stages
+from dyce.records.format import ExitRecords
 
 if TYPE_CHECKING:
-    from dyce.risk import RiskChoice
+    from dyce.runtime.risk import RiskChoice
 
 BUNDLE_FORMAT = "dyce-bundle"
 BUNDLE_VERSION = 1
@@ -104,7 +104,7 @@ def check_config(
     ``{"patience": t, "exit_type": k}`` (pairs ``(k, 1.0)`` at every position), or JSON text of
     either.
     """
-    from dyce.evaluate import check_config as check_pairs  # torch-free; one validator for all
+    from dyce.evaluate.exact import check_config as check_pairs  # torch-free; one validator for all
 
     if isinstance(config, str):
         try:
@@ -135,7 +135,7 @@ def read_front(paths: Sequence[str | os.PathLike], num_positions: int,
     Needs the columns ``config``, ``relative_macs`` and ``relative_acc`` (validation figures);
     ``method``, ``lambda``, ``parameter_name`` and ``parameter`` are kept when present.
     """
-    from dyce.results import read_table
+    from dyce.report.tables import read_table
 
     entries: list[FrontEntry] = []
     for path in paths:
@@ -210,7 +210,7 @@ def build_bundle(
     ``exits_checkpoint``: ``EXITS.pt`` of ``dyce train-exits``; ``front_table``: one or more
     front (or evaluated) Parquet tables; ``macs_info``: the MACs table of this network.
     """
-    from dyce.models import load_exits_checkpoint
+    from dyce.network.models import load_exits_checkpoint
 
     net = load_exits_checkpoint(exits_checkpoint, "cpu")
     spec = plain_value(net.spec)
@@ -386,8 +386,8 @@ class EarlyExitRuntime:
     def load(cls, bundle_path: str | os.PathLike, device: str | torch.device = "auto"
              ) -> EarlyExitRuntime:
         """Load a bundle; ``device="auto"`` uses CUDA when present."""
-        from dyce.models import build_backbone, load_backbone_state
-        from dyce.train import resolve_device
+        from dyce.network.models import build_backbone, load_backbone_state
+        from dyce.network.training import resolve_device
 
         where = str(bundle_path)
         payload = load_bundle(bundle_path)
@@ -435,7 +435,7 @@ class EarlyExitRuntime:
                     path=self.source, field="config",
                 )
             exits.append((position, head, float(threshold)))
-        from dyce.evaluate import position_macs
+        from dyce.evaluate.exact import position_macs
 
         costs = torch.from_numpy(position_macs(self.macs, entry.config))
         return _Plan(entry, tuple(exits), costs, entry.patience)
@@ -514,13 +514,13 @@ class EarlyExitRuntime:
                  calibration_records: ExitRecords | str | os.PathLike,
                  bound: str = "clopper-pearson") -> RiskChoice:
         """Cheapest front configuration whose accuracy loss vs the final head is ``<= epsilon``
-        with confidence ``1 - delta`` on ``calibration_records`` (see :mod:`dyce.risk`).
+        with confidence ``1 - delta`` on ``calibration_records`` (see :mod:`dyce.runtime.risk`).
 
-        Returns the :class:`dyce.risk.RiskChoice` (bound used, its value, every test made).
+        Returns the :class:`dyce.runtime.risk.RiskChoice` (bound used, its value, every test made).
         """
-        from dyce.records import read_records
-        from dyce.risk import choose_by_risk, risk_losses
-        from dyce.strategies import evaluate_any
+        from dyce.evaluate.strategies import evaluate_any
+        from dyce.records.format import read_records
+        from dyce.runtime.risk import choose_by_risk, risk_losses
 
         records = calibration_records
         if not isinstance(records, ExitRecords):
@@ -598,7 +598,7 @@ class EarlyExitRuntime:
             if plan.patience is None:
                 # Compare in float64 like the evaluator on the records: t is a Python float.
                 leave = confidence.double() > threshold
-            else:  # as dyce.strategies.patience_exit_positions
+            else:  # as dyce.evaluate.strategies.patience_exit_positions
                 if previous is not None:
                     run = torch.where(prediction == previous, run + 1, 0)
                 leave = run >= plan.patience

@@ -19,8 +19,8 @@ The searched configuration itself is the row ``searched``. Rows of one λ are a 
 
 Every candidate's figures are exact: a family of ``K`` threshold vectors that rise together is
 evaluated in one pass (:func:`family_counts`) whose counts equal
-:func:`dyce.evaluate.evaluate_config`'s, and the figures come from the same
-:func:`~dyce.evaluate.evaluation_from_counts`.
+:func:`dyce.evaluate.exact.evaluate_config`'s, and the figures come from the same
+:func:`~dyce.evaluate.exact.evaluation_from_counts`.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from dyce.errors import DyceError
-from dyce.evaluate import check_inputs, evaluation_from_counts, exceeds, position_macs
-from dyce.macs_info import MacsInfo
-from dyce.records import ExitRecords
-from dyce.search import SearchResult
+from dyce.evaluate.exact import check_inputs, evaluation_from_counts, exceeds, position_macs
+from dyce.macs.info import MacsInfo
+from dyce.records.format import ExitRecords
+from dyce.search.searcher import SearchResult, cost_scale, evaluation_cost, search_configs
 
 #: The candidate sets a DyCE search can write: its neighbours too (default), or the searched
 #: configurations only (the original DyCE output).
@@ -52,7 +52,7 @@ SHARED_THRESHOLDS = tuple(float(v) for v in np.round(np.arange(101) / 100, 2))
 
 @dataclass(frozen=True)
 class CandidateResult(SearchResult):
-    """A :class:`~dyce.search.SearchResult` that is one candidate of its λ.
+    """A :class:`~dyce.search.searcher.SearchResult` that is one candidate of its λ.
 
     ``candidate``: ``"searched"``, ``"raise:<f>"`` or ``"shared:<s>"`` (see the module
     docstring); ``evaluation`` holds the candidate's exact figures on the search records and
@@ -83,7 +83,7 @@ def raised_thresholds(thresholds: np.ndarray, fractions: Sequence[float]) -> np.
 
 def reach_counts(confs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """uint8 ``(N,)``: how many of ``thresholds`` (float64 ``(K,)``, ``K ≤ 255``) each confidence
-    exceeds (``conf > t``, compared as :func:`dyce.evaluate.exceeds` does).
+    exceeds (``conf > t``, compared as :func:`dyce.evaluate.exact.exceeds` does).
 
     With non-decreasing thresholds that is the number of leading candidates under which the
     sample would leave this exit.
@@ -167,7 +167,7 @@ def densify(
         records: the search records the results were searched on.
         macs: their ``macs_info``.
         results: searched configurations (one per λ, any order).
-        scale: the :class:`~dyce.search.CostScale` of the search, for each row's ``cost``.
+        scale: the :class:`~dyce.search.searcher.CostScale` of the search, for each row's ``cost``.
         calibration: report calibrated accuracies, as the search did.
 
     Returns:
@@ -175,8 +175,6 @@ def densify(
         and ``shared`` neighbours in that order, a neighbour equal to an earlier row of the same
         λ dropped. Results with the same configuration share the work, not their rows.
     """
-    from dyce.search import evaluation_cost
-
     neighbours = _Neighbours(records, check_inputs(records, macs), calibration)
     families: dict[tuple, list] = {}
     out: list[CandidateResult] = []
@@ -272,14 +270,12 @@ def search_candidates(
     calibration: bool = False,
     **options,
 ) -> list[SearchResult]:
-    """:func:`dyce.search.search_configs`, then (``candidates="dense"``, for
+    """:func:`dyce.search.searcher.search_configs`, then (``candidates="dense"``, for
     :data:`DENSE_METHODS`) each searched configuration's neighbours (:func:`densify`).
 
-    ``candidates="searched"`` returns exactly what :func:`~dyce.search.search_configs` returns
-    (the original DyCE search). ``options`` go to :func:`~dyce.search.search_configs`.
+    ``candidates="searched"`` returns exactly what :func:`~dyce.search.searcher.search_configs` returns
+    (the original DyCE search). ``options`` go to :func:`~dyce.search.searcher.search_configs`.
     """
-    from dyce.search import cost_scale, search_configs
-
     check_candidate_set(candidates)
     results = search_configs(records, macs, method, lambdas, normalize=normalize,
                              calibration=calibration, **options)

@@ -1,6 +1,6 @@
 """Feature cache: every tap's pooled feature vector and the final logits of one split.
 
-Exit heads see a tap only through its global average pool (:mod:`dyce.exits`), and the backbone
+Exit heads see a tap only through its global average pool (:mod:`dyce.network.exit_heads`), and the backbone
 is frozen while they train. One backbone pass over a split can therefore store what every head
 will ever see: for every sample the pooled vector ``(C_p,)`` of every tap ``p`` and the final
 head's logits ``(C,)`` (the distillation teacher, and the final head's record). Training the
@@ -43,11 +43,11 @@ from torch import Tensor, nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Subset
 from tqdm.auto import tqdm
 
-from dyce.device import autocast, loader_workers, pin_memory, resolve_device
+from dyce.data.shards import SHARD_KEY, Shard, check_shard_set, shard_description, shard_range
 from dyce.errors import DyceError
-from dyce.exits import GlobalPool, feature_channels
 from dyce.io import atomic_dir, plain_value
-from dyce.shards import SHARD_KEY, Shard, check_shard_set, shard_description, shard_range
+from dyce.network.device import autocast, loader_workers, pin_memory, resolve_device
+from dyce.network.exit_heads import GlobalPool, feature_channels
 
 FORMAT = "dyce-features"
 FORMAT_VERSION = 1
@@ -243,8 +243,8 @@ def cache_features(
     """Run ``net``'s backbone once over ``dataset`` and write the cache folder ``out_dir``.
 
     ``net`` is a ``MultiExitNetwork``; ``dataset`` yields ``(image, label, sample_id)`` in split
-    order (:func:`dyce.data.load_split`, evaluation transforms). With ``shard`` only that shard's
-    samples (:func:`dyce.shards.shard_range`) are cached, and :func:`concat_features` joins the
+    order (:func:`dyce.data.splits.load_split`, evaluation transforms). With ``shard`` only that shard's
+    samples (:func:`dyce.data.shards.shard_range`) are cached, and :func:`concat_features` joins the
     shards. Returns the number of samples written. Memory is bounded by one batch.
     """
     if dtype not in DTYPES:

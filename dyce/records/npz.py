@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from dyce.errors import DyceError
-from dyce.macs_info import MacsInfo, load_macs_info
-from dyce.records import (
+from dyce.macs.info import MacsInfo, load_macs_info
+from dyce.records.format import (
     UNTYPED_KEY,
     ExitRecords,
     check_compatible,
@@ -216,7 +216,7 @@ def load_any_records(
 
     For ``.npz`` the exit types are required (names or a macs_info: object, dictionary or JSON
     path). For Parquet they are optional; when given they must agree with the file (a macs_info
-    via :func:`dyce.records.check_compatible`, names exactly), except for records written
+    via :func:`dyce.records.format.check_compatible`, names exactly), except for records written
     without exit types (the seed ``OutputRecorder``), whose exits are regrouped by them.
     ``skip_pickled_meta_info`` applies to ``.npz`` records (see :func:`read_npz_records`).
     """

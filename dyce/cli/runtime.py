@@ -38,7 +38,7 @@ def _register_bundle(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _bundle(args: argparse.Namespace) -> int:
-    from dyce.runtime import build_bundle
+    from dyce.runtime.inference import build_bundle
 
     summary = build_bundle(args.exits, args.front, args.macs_info, args.out)
     print(f"wrote {args.out}: {summary['configurations']} configurations, "
@@ -123,7 +123,7 @@ def _image_batches(folder: Path, runtime, dataset: str | None, batch_size: int):
     import torch
     from PIL import Image, UnidentifiedImageError
 
-    from dyce.data import eval_transform
+    from dyce.data.splits import eval_transform
 
     if not folder.is_dir():
         raise DyceError("not a folder", path=folder, field="images")
@@ -152,7 +152,7 @@ def _split_batches(splits: Path, split: str, batch_size: int):
     """Yield ``(images, labels, sample_ids)`` batches of one split of SPLITS.json."""
     from torch.utils.data import DataLoader
 
-    from dyce.data import load_split
+    from dyce.data.splits import load_split
 
     loader = DataLoader(load_split(splits, split), batch_size=batch_size, shuffle=False)
     for images, labels, sample_ids in loader:
@@ -164,7 +164,7 @@ def _predict(args: argparse.Namespace) -> int:
     import polars as pl
 
     from dyce.io import atomic_path
-    from dyce.runtime import EarlyExitRuntime, prediction_summary
+    from dyce.runtime.inference import EarlyExitRuntime, prediction_summary
 
     if args.batch_size < 1:
         raise DyceError(f"must be at least 1, got {args.batch_size}", field="batch_size")

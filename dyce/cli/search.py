@@ -1,4 +1,4 @@
-"""``dyce search``, ``dyce evaluate`` and ``dyce front``: configurations, validation, Pareto front."""
+"""``dyce search``: exit configurations per λ (DyCE) or per parameter (peer strategies)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ DEFAULT_LAMBDA_RANGE = (0.5, 1.005, 0.01)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``search``, ``evaluate`` and ``front``."""
+    """Add ``search``."""
     search = subparsers.add_parser(
         "search",
         help="search exit configurations on a record (one row per λ or strategy parameter)",
@@ -57,36 +57,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_no_progress(search)
     search.add_argument("--out", required=True, metavar="RESULT.parquet")
     search.set_defaults(func=run_search)
-
-    evaluate = subparsers.add_parser(
-        "evaluate",
-        help="evaluate searched configurations on validation records",
-        description="Evaluate every configuration of the result tables on VAL records and add "
-        "relative_macs, raw_macs, relative_acc, raw_acc and exit_ratio.",
-    )
-    evaluate.add_argument("results", nargs="+", metavar="RESULT.parquet")
-    evaluate.add_argument("--records", required=True, metavar="VAL",
-                          help="validation records (.parquet or .npz)")
-    add_macs_info(evaluate)
-    add_no_progress(evaluate)
-    evaluate.add_argument("--out", required=True, metavar="EVAL.parquet")
-    evaluate.set_defaults(func=run_evaluate)
-
-    front = subparsers.add_parser(
-        "front",
-        help="Pareto front of evaluated configurations",
-        description="Sort by relative_macs and keep a row only when its relative_acc is higher "
-        "than the last kept row's; one front per group of --by columns.",
-    )
-    front.add_argument("tables", nargs="+", metavar="EVAL.parquet")
-    front.add_argument("--by", default="model,dataset,method",
-                       help="comma-separated columns, one front per distinct value "
-                       "(default: model,dataset,method; 'none' = one front)")
-    front.add_argument("--tolerance", type=float, default=0.005,
-                       help="accuracy drop for the printed 'MACs saved' figure (default 0.005)")
-    front.add_argument("--out", required=True, metavar="FRONT.parquet")
-    front.add_argument("--csv", metavar="FRONT.csv", help="also write the front as CSV")
-    front.set_defaults(func=run_front)
 
 
 # --------------------------------------------------------------------------- search
@@ -145,14 +115,14 @@ def parse_exit_types(values: list[str] | None, names: tuple[str, ...], path: str
 
 def load_records_for(path: str, macs) -> object:
     """Read ``.npz`` or Parquet records and check them against ``macs`` (positions, exit types)."""
-    from dyce.npz import load_any_records
+    from dyce.records.npz import load_any_records
 
     return load_any_records(path, macs)
 
 
 def run_search(args: argparse.Namespace) -> int:
-    from dyce.macs_info import load_macs_info
-    from dyce.results import search_metadata, search_table, write_table
+    from dyce.macs.info import load_macs_info
+    from dyce.report.tables import search_metadata, search_table, write_table
 
     if args.method not in METHODS:
         raise DyceError(f"unknown method {args.method!r}; choose from {', '.join(METHODS)}",
@@ -173,7 +143,7 @@ def run_search(args: argparse.Namespace) -> int:
     exit_types = parse_exit_types(args.exit_types, records.exit_types, args.macs_info)
 
     if peer:
-        from dyce.strategies import run_strategy
+        from dyce.evaluate.strategies import run_strategy
 
         results = run_strategy(args.method, records, macs, exit_types=exit_types,
                                parameters=args.parameters, calibration=args.calibration,
@@ -202,8 +172,8 @@ def _search_dyce(args, records, macs, lambdas, exit_types) -> list:
 
 
 def _search_dyce_quiet(args, records, macs, lambdas, exit_types) -> list:
-    from dyce.candidates import search_candidates
-    from dyce.search import search_configs
+    from dyce.search.candidates import search_candidates
+    from dyce.search.searcher import search_configs
 
     if args.method != "samethres":
         if exit_types:
@@ -218,74 +188,3 @@ def _search_dyce_quiet(args, records, macs, lambdas, exit_types) -> list:
                                   calibration=args.calibration, progress=args.progress,
                                   exit_type=exit_type)
     return results
-
-
-# --------------------------------------------------------------------------- evaluate
-
-
-def run_evaluate(args: argparse.Namespace) -> int:
-    import polars as pl
-
-    from dyce.macs_info import load_macs_info
-    from dyce.results import (
-        SEARCH_SCHEMA,
-        check_exit_table,
-        evaluate_table,
-        read_tables,
-        write_table,
-    )
-
-    tables = read_tables(args.results, required=tuple(SEARCH_SCHEMA))
-    macs = load_macs_info(args.macs_info)
-    records = load_records_for(args.records, macs)
-    evaluated = []
-    for path, (df, metadata) in zip(args.results, tables, strict=True):
-        check_exit_table(metadata, records, path)
-        evaluated.append(evaluate_table(df, records, macs, source=path, progress=args.progress))
-    table = pl.concat(evaluated, how="diagonal_relaxed")
-    metadata = dict(tables[0][1])
-    metadata.update(evaluation_records=str(args.records), evaluation_split=records.split,
-                    evaluation_num_samples=records.num_samples,
-                    search_tables=[str(p) for p in args.results])
-    write_table(table, args.out, metadata)
-    print(f"dyce evaluate: {table.height} configurations → {args.out}")
-    return 0
-
-
-# --------------------------------------------------------------------------- front
-
-
-def run_front(args: argparse.Namespace) -> int:
-    import polars as pl
-
-    from dyce.results import (
-        pareto_front,
-        read_tables,
-        summary_figures,
-        write_csv,
-        write_table,
-    )
-
-    if not (math.isfinite(args.tolerance) and 0 <= args.tolerance < 1):
-        raise DyceError(f"{args.tolerance} is not in [0, 1)", field="tolerance")
-    tables = read_tables(args.tables, required=("relative_macs", "relative_acc"))
-    by = [] if args.by.strip().lower() == "none" else [c.strip() for c in args.by.split(",")
-                                                        if c.strip()]
-    for path, (df, _) in zip(args.tables, tables, strict=True):
-        missing = [c for c in by if c not in df.columns]
-        if missing:
-            raise DyceError("column missing (used by --by)", path=path, field=missing[0])
-    table = pl.concat([df for df, _ in tables], how="diagonal_relaxed")
-    front = pareto_front(table, by=by or None)
-    metadata = dict(tables[0][1])
-    metadata.update(front_tables=[str(p) for p in args.tables], front_by=by)
-    if args.csv:
-        write_csv(front, args.csv)
-    write_table(front, args.out, metadata)
-    summary = summary_figures(front, args.tolerance, by=by)
-    for row in summary.iter_rows(named=True):
-        label = " ".join(str(row[c]) for c in by) or "all"
-        saved = row["macs_saved"]
-        figure = "no configuration" if saved is None else f"{100 * saved:.1f} % MACs saved"
-        print(f"dyce front: {label}: {figure} at ≤ {100 * args.tolerance:g} % accuracy drop")
-    return 0

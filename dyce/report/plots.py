@@ -50,14 +50,14 @@ def combine_fronts(fronts: Sequence[pl.DataFrame]) -> pl.DataFrame:
 def summary_table(fronts: Sequence[pl.DataFrame], tolerance: float = 0.005) -> pl.DataFrame:
     """Per model, dataset and method: MACs saved at ≤ ``tolerance`` relative accuracy drop.
 
-    Uses :func:`dyce.results.summary_figures` on the validation figures of the fronts. Columns:
+    Uses :func:`dyce.report.tables.summary_figures` on the validation figures of the fronts. Columns:
     ``model``, ``dataset``, ``method``, ``tolerance``, ``macs_saved`` (``1 − relative_macs`` of
     the cheapest configuration with ``relative_acc ≥ 1 − tolerance``; null when none qualifies),
     that configuration's ``relative_macs``, ``relative_acc``, ``parameter_name``, ``parameter``,
     ``config``, and ``front_size`` (configurations on the method's front). Rows are ordered by
     model, dataset, then method (DyCE methods first).
     """
-    from dyce.results import summary_figures
+    from dyce.report.tables import summary_figures
 
     if not 0.0 <= tolerance < 1.0:
         raise DyceError(f"must be in [0, 1), got {tolerance}", field="tolerance")
@@ -93,7 +93,7 @@ def pareto_figure(
     """A matplotlib figure: every method's front, single exits, the original model at (1, 1).
 
     ``fronts``: tables with ``method``, ``relative_macs``, ``relative_acc`` (validation).
-    ``single_exits``: :func:`dyce.results.single_exit_points` (``exit_type_name`` "final" is
+    ``single_exits``: :func:`dyce.report.tables.single_exit_points` (``exit_type_name`` "final" is
     the original model and is drawn as the reference star).
     """
     import matplotlib

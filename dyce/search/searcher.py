@@ -7,15 +7,15 @@ For a trade-off weight λ the search minimises (see :func:`cost`)::
 over configurations (``P-1`` pairs ``[exit_type, threshold]``). Thresholds are exact optima: for
 position ``p`` and exit type ``k`` every cut of the arriving samples in descending order of
 confidence is considered (the samples that do not leave keep their fate under the rest of the
-configuration and pay head ``k``), with the block-pruned scan of :mod:`dyce.cuts`. The minimal
+configuration and pay head ``k``), with the block-pruned scan of :mod:`dyce.search.cuts`. The minimal
 cost wins; ties go to the highest threshold (fewest exits). The reported threshold is the
 midpoint between the two confidence values around the cut (``0.0`` when every arriving sample
-leaves, ``1.0`` when none does), so :func:`dyce.evaluate.evaluate_config` of the returned
+leaves, ``1.0`` when none does), so :func:`dyce.evaluate.exact.evaluate_config` of the returned
 configuration reproduces the searched partition exactly.
 
 Work is shared across λ: a cut's accuracy and MACs do not depend on λ, so ``onepass`` walks a
 tree of λ groups with identical decision prefixes (all exit types of a step in one
-:class:`~dyce.cuts.CurveSet`), and ``circular`` (:mod:`dyce.circular`) lets the λs that take the
+:class:`~dyce.search.cuts.CurveSet`), and ``circular`` (:mod:`dyce.search.circular`) lets the λs that take the
 same change share the next configuration, derived incrementally from its parent. The calibrated
 search, whose accuracy is not a sum over samples, scans the arriving samples' cuts directly
 (``_Curve``) and runs ``circular`` round by round.
@@ -36,7 +36,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dyce.cuts import (
+from dyce.errors import DyceError
+from dyce.evaluate.exact import (
+    CALIBRATION_QUANTILE,
+    Evaluation,
+    check_config,
+    check_inputs,
+    evaluate_config,
+    evaluation_from_counts,
+    exceeds,
+    position_macs,
+)
+from dyce.macs.info import MacsInfo
+from dyce.records.format import ExitRecords
+from dyce.search.cuts import (
     BlockCurve,
     BlockSums,
     CurveSet,
@@ -48,19 +61,6 @@ from dyce.cuts import (
     sample_blocks,
     stack_exits,
 )
-from dyce.errors import DyceError
-from dyce.evaluate import (
-    CALIBRATION_QUANTILE,
-    Evaluation,
-    check_config,
-    check_inputs,
-    evaluate_config,
-    evaluation_from_counts,
-    exceeds,
-    position_macs,
-)
-from dyce.macs_info import MacsInfo
-from dyce.records import ExitRecords
 
 METHODS = ("onepass", "circular", "samethres")
 
@@ -131,7 +131,7 @@ def cost(raw_acc, raw_macs, lambda_, scale: CostScale):
 
 
 def evaluation_cost(evaluation: Evaluation, lambda_: float, scale: CostScale) -> float:
-    """:func:`cost` of an :class:`~dyce.evaluate.Evaluation`."""
+    """:func:`cost` of an :class:`~dyce.evaluate.exact.Evaluation`."""
     return float(cost(evaluation.raw_acc, evaluation.raw_macs, lambda_, scale))
 
 
@@ -326,7 +326,7 @@ class _ExitTable:
 class _Curve:
     """Every cut of one (position, exit type) in one situation, over the arriving samples only,
     with calibrated accuracies (the calibrated search; the plain one uses
-    :class:`~dyce.cuts.CurveSet`). λ-independent.
+    :class:`~dyce.search.cuts.CurveSet`). λ-independent.
 
     Cut ``j`` (``0 … count``) lets the ``j`` most confident arriving samples leave.
     ``invalid``: int64 cuts that would split equal confidences (or let a confidence of 0 leave),
@@ -362,7 +362,7 @@ class _Curve:
 
     def threshold(self, index: np.ndarray) -> np.ndarray:
         """float64 threshold letting exactly ``index`` samples leave
-        (:func:`~dyce.cuts.cut_thresholds`)."""
+        (:func:`~dyce.search.cuts.cut_thresholds`)."""
         order = self.positions
 
         def confidence(i: int) -> float:
@@ -568,7 +568,7 @@ class _Searcher:
 
     def sample_blocks(self, p: int) -> np.ndarray:
         """int32 ``(N, T)``: each sample's block and correctness in the sorted order of every
-        exit type at position ``p`` (:func:`dyce.cuts.sample_blocks`; once per position)."""
+        exit type at position ``p`` (:func:`dyce.search.cuts.sample_blocks`; once per position)."""
         table = self._sample_blocks.get(p)
         if table is None:
             rows = [self.records.exit_index(p, k) for k in range(self.num_types)]
@@ -935,9 +935,9 @@ class _Searcher:
 
     def circular(self, lambdas: list[float], *, max_rounds: int = 1000) -> list[SearchResult]:
         """Circular search for every λ: on block curves updated incrementally
-        (:mod:`dyce.circular`), or round by round over full situations when calibrated."""
+        (:mod:`dyce.search.circular`), or round by round over full situations when calibrated."""
         if not self.calibration and self.incremental_circular:
-            from dyce.circular import circular
+            from dyce.search.circular import circular
 
             return circular(self, lambdas, max_rounds=max_rounds,
                             tolerance=IMPROVEMENT_TOLERANCE)

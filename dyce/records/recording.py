@@ -1,8 +1,8 @@
 """Recording: run a multi-exit network over one split and stream its exit records to Parquet.
 
 :func:`record_split` runs the whole network (optionally one shard of the split, see
-:mod:`dyce.shards`); :func:`record_features` runs only the exit heads, on a feature cache of the
-split (:mod:`dyce.features`).
+:mod:`dyce.data.shards`); :func:`record_features` runs only the exit heads, on a feature cache of the
+split (:mod:`dyce.network.features`).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from dyce.device import autocast, loader_workers, pin_memory, resolve_device
+from dyce.data.shards import SHARD_KEY, Shard, shard_description, shard_range
 from dyce.errors import DyceError
-from dyce.records import RecordWriter
-from dyce.shards import SHARD_KEY, Shard, shard_description, shard_range
+from dyce.network.device import autocast, loader_workers, pin_memory, resolve_device
+from dyce.records.format import RecordWriter
 
 
 def exit_topk(
@@ -65,12 +65,12 @@ def record_split(
 
     ``net`` is a ``MultiExitNetwork`` (``forward(x) -> (final (B, C), exits (B, N, C))``, with a
     ``spec`` naming ``exit_types`` and ``taps``); ``dataset`` yields ``(image, label, sample_id)``
-    (see :func:`dyce.data.load_split`). Batches stream through :class:`dyce.records.RecordWriter`,
+    (see :func:`dyce.data.splits.load_split`). Batches stream through :class:`dyce.records.format.RecordWriter`,
     so memory stays bounded and nothing is left at ``out_path`` if recording fails.
-    ``shard``: record only that shard's samples (:func:`dyce.shards.shard_range`; the file's
-    ``extra.shard`` describes it, :func:`dyce.shards.concat_records` joins the shards).
+    ``shard``: record only that shard's samples (:func:`dyce.data.shards.shard_range`; the file's
+    ``extra.shard`` describes it, :func:`dyce.data.shards.concat_records` joins the shards).
     ``num_workers``: DataLoader processes or ``"auto"``; ``amp``: mixed precision
-    (:mod:`dyce.device`); softmax and top-k are computed in float32.
+    (:mod:`dyce.network.device`); softmax and top-k are computed in float32.
     """
     spec = dict(net.spec)
     exit_types = [str(name) for name in spec["exit_types"]]
@@ -150,12 +150,12 @@ def record_features(
     """Records of ``net``'s exit heads on a feature cache (no backbone pass); returns N.
 
     ``features`` is a cache folder of one split made with ``net``'s backbone and taps
-    (:func:`dyce.features.cache_features`); ``sample_ids``, when given, must be the cached ones
+    (:func:`dyce.network.features.cache_features`); ``sample_ids``, when given, must be the cached ones
     (the split in SPLITS.json). The final head's record comes from the cached logits. The file
     equals :func:`record_split` on the same split up to float rounding (exactly, with a float32
     cache and the same batch size on the CPU).
     """
-    from dyce.features import check_cache_fits, exit_logits_from_pooled, open_feature_cache
+    from dyce.network.features import check_cache_fits, exit_logits_from_pooled, open_feature_cache
 
     cache = open_feature_cache(features)
     check_cache_fits(cache, net, sample_ids=sample_ids)

@@ -1,13 +1,32 @@
-"""``dyce plot`` and ``dyce summary``: the Pareto plot and the MACs-saved table of a model."""
+"""``dyce front``, ``dyce plot`` and ``dyce summary``: Pareto fronts, plots, MACs-saved table."""
 
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
+
+from dyce.errors import DyceError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``plot`` and ``summary``."""
+    """Add ``front``, ``plot`` and ``summary``."""
+    front = subparsers.add_parser(
+        "front",
+        help="Pareto front of evaluated configurations",
+        description="Sort by relative_macs and keep a row only when its relative_acc is higher "
+        "than the last kept row's; one front per group of --by columns.",
+    )
+    front.add_argument("tables", nargs="+", metavar="EVAL.parquet")
+    front.add_argument("--by", default="model,dataset,method",
+                       help="comma-separated columns, one front per distinct value "
+                       "(default: model,dataset,method; 'none' = one front)")
+    front.add_argument("--tolerance", type=float, default=0.005,
+                       help="accuracy drop for the printed 'MACs saved' figure (default 0.005)")
+    front.add_argument("--out", required=True, metavar="FRONT.parquet")
+    front.add_argument("--csv", metavar="FRONT.csv", help="also write the front as CSV")
+    front.set_defaults(func=run_front)
+
     plot = subparsers.add_parser(
         "plot",
         help="Pareto plot of front tables with every single exit and the original model",
@@ -40,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _read_fronts(paths: list[Path]):
-    from dyce.results import read_tables
+    from dyce.report.tables import read_tables
 
     return [df for df, _ in read_tables(paths, required=("method", "relative_macs",
                                                          "relative_acc"))]
@@ -48,10 +67,10 @@ def _read_fronts(paths: list[Path]):
 
 def run_plot(args: argparse.Namespace) -> int:
     """Draw the Pareto plot."""
-    from dyce.macs_info import load_macs_info
-    from dyce.plots import save_pareto_plot
-    from dyce.records import read_records
-    from dyce.results import single_exit_points
+    from dyce.macs.info import load_macs_info
+    from dyce.records.format import read_records
+    from dyce.report.plots import save_pareto_plot
+    from dyce.report.tables import single_exit_points
 
     fronts = _read_fronts(args.fronts)
     single_exits = single_exit_points(read_records(args.records), load_macs_info(args.macs_info))
@@ -65,7 +84,7 @@ def run_summary(args: argparse.Namespace) -> int:
     import polars as pl
 
     from dyce.io import atomic_path
-    from dyce.plots import summary_table
+    from dyce.report.plots import summary_table
 
     table = summary_table(_read_fronts(args.fronts), args.tolerance)
     with atomic_path(args.out) as tmp:
@@ -76,4 +95,43 @@ def run_summary(args: argparse.Namespace) -> int:
     with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=40):
         print(table.select("model", "dataset", "method", "macs_saved", "relative_macs",
                            "relative_acc"))
+    return 0
+
+
+# --------------------------------------------------------------------------- front
+
+
+def run_front(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from dyce.report.tables import (
+        pareto_front,
+        read_tables,
+        summary_figures,
+        write_csv,
+        write_table,
+    )
+
+    if not (math.isfinite(args.tolerance) and 0 <= args.tolerance < 1):
+        raise DyceError(f"{args.tolerance} is not in [0, 1)", field="tolerance")
+    tables = read_tables(args.tables, required=("relative_macs", "relative_acc"))
+    by = [] if args.by.strip().lower() == "none" else [c.strip() for c in args.by.split(",")
+                                                        if c.strip()]
+    for path, (df, _) in zip(args.tables, tables, strict=True):
+        missing = [c for c in by if c not in df.columns]
+        if missing:
+            raise DyceError("column missing (used by --by)", path=path, field=missing[0])
+    table = pl.concat([df for df, _ in tables], how="diagonal_relaxed")
+    front = pareto_front(table, by=by or None)
+    metadata = dict(tables[0][1])
+    metadata.update(front_tables=[str(p) for p in args.tables], front_by=by)
+    if args.csv:
+        write_csv(front, args.csv)
+    write_table(front, args.out, metadata)
+    summary = summary_figures(front, args.tolerance, by=by)
+    for row in summary.iter_rows(named=True):
+        label = " ".join(str(row[c]) for c in by) or "all"
+        saved = row["macs_saved"]
+        figure = "no configuration" if saved is None else f"{100 * saved:.1f} % MACs saved"
+        print(f"dyce front: {label}: {figure} at ≤ {100 * args.tolerance:g} % accuracy drop")
     return 0

@@ -20,8 +20,8 @@ import polars as pl
 
 from dyce.errors import DyceError
 from dyce.io import atomic_path
-from dyce.macs_info import MacsInfo, load_macs_info
-from dyce.records import ExitRecords
+from dyce.macs.info import MacsInfo, load_macs_info
+from dyce.records.format import ExitRecords
 
 #: Parquet key-value metadata key holding the search's JSON description.
 METADATA_KEY = "dyce"
@@ -56,7 +56,7 @@ SEED_COLUMNS = (
 )
 
 #: Column naming each row's candidate when a search writes several rows per λ
-#: (``searched``, ``raise:<f>``, ``shared:<s>``; see :mod:`dyce.candidates`).
+#: (``searched``, ``raise:<f>``, ``shared:<s>``; see :mod:`dyce.search.candidates`).
 CANDIDATE_COLUMN = "candidate"
 
 #: Rows of one front: same model, dataset and method.
@@ -75,14 +75,14 @@ def search_table(
 ) -> pl.DataFrame:
     """One row per searched configuration, with its figures on the search records.
 
-    ``results``: :class:`dyce.search.SearchResult` (``lambda_``, ``config``, ``evaluation``) or
-    :class:`dyce.strategies.StrategyResult` (``parameter_name``, ``parameter``, ``exit_type``,
+    ``results``: :class:`dyce.search.searcher.SearchResult` (``lambda_``, ``config``, ``evaluation``) or
+    :class:`dyce.evaluate.strategies.StrategyResult` (``parameter_name``, ``parameter``, ``exit_type``,
     ``config``, ``evaluation``) objects. DyCE results record ``parameter_name = "lambda"`` and
     ``parameter = lambda``; peer strategies leave ``lambda`` null. ``exit_type`` is the one exit
     type a single-type method used (``samethres`` and the peer strategies), else null.
     MACs are per sample; ``raw_acc_tr`` is top-1 accuracy; ``exit_ratio_tr`` is a JSON list of the
     ``P`` fractions of samples leaving at each position. Results that carry a ``candidate``
-    (:class:`dyce.candidates.CandidateResult`) add a ``candidate`` column after ``parameter``:
+    (:class:`dyce.search.candidates.CandidateResult`) add a ``candidate`` column after ``parameter``:
     several rows per λ, keyed by (``lambda``, ``candidate``).
     """
     rows: dict[str, list] = {name: [] for name in SEARCH_SCHEMA}
@@ -128,15 +128,15 @@ def evaluate_table(
 ) -> pl.DataFrame:
     """``search_df`` plus the validation columns of every configuration, evaluated exactly.
 
-    Threshold configurations go to :func:`dyce.evaluate.evaluate_config`, patience settings to
-    :func:`dyce.strategies.evaluate_patience` (no calibration: validation figures are plain
+    Threshold configurations go to :func:`dyce.evaluate.exact.evaluate_config`, patience settings to
+    :func:`dyce.evaluate.strategies.evaluate_patience` (no calibration: validation figures are plain
     accuracy). ``source`` names the table's file in error messages. Adds ``relative_macs``,
     ``raw_macs`` (MACs per sample), ``relative_acc``, ``raw_acc`` and ``exit_ratio`` (JSON list of
     ``P`` fractions), replacing them if present.
     """
     from tqdm import tqdm
 
-    from dyce.strategies import evaluate_any
+    from dyce.evaluate.strategies import evaluate_any
 
     macs = load_macs_info(macs)
     _require_columns(search_df, ("config",), source)

@@ -1,6 +1,6 @@
 """MACs of a backbone up to every tap and of every exit head, counted with thop.
 
-The result is the seed's ``macs_info`` dictionary (see :mod:`dyce.macs_info`)::
+The result is the seed's ``macs_info`` dictionary (see :mod:`dyce.macs.info`)::
 
     {"head": [{"name": "mlp1x1000", "macs": [P values, 0 last], "params": [P values, 0 last]}, …],
      "backbone": {"name": "resnet50", "macs": [P cumulative values, last = ori_macs],
@@ -27,8 +27,13 @@ import torch
 from torch import fx, nn
 
 from dyce.errors import DyceError
-from dyce.exits import DEFAULT_EXIT_TYPES, GlobalPool, build_exit_head, parse_exit_types
-from dyce.models import (
+from dyce.network.exit_heads import (
+    DEFAULT_EXIT_TYPES,
+    GlobalPool,
+    build_exit_head,
+    parse_exit_types,
+)
+from dyce.network.models import (
     MultiExitNetwork,
     build_backbone,
     graph_node_names,
@@ -152,7 +157,7 @@ def macs_info_for(
     """``macs_info`` (seed format, one sample) for a backbone and exit heads at its taps.
 
     ``model_or_spec`` is a model name (built with random weights: MACs do not depend on them), a
-    backbone module, a :class:`~dyce.models.MultiExitNetwork` (its taps, exit types, heads and
+    backbone module, a :class:`~dyce.network.models.MultiExitNetwork` (its taps, exit types, heads and
     input size are used, the keyword arguments ignored) or a network spec dictionary. Counting
     runs on CPU (a backbone on another device is copied there). ``fold_batchnorm`` as in
     :func:`count_macs`.
@@ -216,7 +221,7 @@ def macs_info_for(
 
 
 def write_macs_info(path: str | os.PathLike, info: dict[str, Any]) -> None:
-    """Validate and write ``info`` as JSON atomically (see :func:`dyce.macs_info.save_macs_info`)."""
-    from dyce.macs_info import save_macs_info
+    """Validate and write ``info`` as JSON atomically (see :func:`dyce.macs.info.save_macs_info`)."""
+    from dyce.macs.info import save_macs_info
 
     save_macs_info(path, info)

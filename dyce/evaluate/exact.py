@@ -22,8 +22,8 @@ from fractions import Fraction
 import numpy as np
 
 from dyce.errors import DyceError
-from dyce.macs_info import MacsInfo, load_macs_info
-from dyce.records import ExitRecords
+from dyce.macs.info import MacsInfo, load_macs_info
+from dyce.records.format import ExitRecords
 
 #: Quantile of the Beta posterior used by calibrated accuracy (a conservative 10 % bound).
 CALIBRATION_QUANTILE = 0.1

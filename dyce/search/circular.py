@@ -2,7 +2,7 @@
 
 A configuration's *state* holds, for every position ``p``, how each sample would fare with
 ``p`` disabled (its rest code, and a tally of them) and the block sums of every exit type's
-sorted order (:mod:`dyce.cuts`; a scan reads the codes of its few blocks through the exit's
+sorted order (:mod:`dyce.search.cuts`; a scan reads the codes of its few blocks through the exit's
 order). A change at one position ``q`` alters the fate of only the samples whose leaving (or
 correctness) at ``q`` changes; a child state copies its parent's codes and rewrites just those
 samples, and updates the block sums by their deltas (the state is rebuilt when more than
@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dyce.cuts import BlockSums, block_sums
-from dyce.search import _CircularNode, cost, occurring_positions
+from dyce.search.cuts import BlockSums, block_sums
+from dyce.search.searcher import _CircularNode, cost, occurring_positions
 
 if TYPE_CHECKING:
-    from dyce.search import SearchResult, _Searcher, _Situation
+    from dyce.search.searcher import SearchResult, _Searcher, _Situation
 
 #: Relative allowance for rounding when costs are compared with the ceiling (costs are O(1)).
 RELATIVE_MARGIN = 1e-9

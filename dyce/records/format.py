@@ -26,7 +26,7 @@ from dyce.io import atomic_path
 if TYPE_CHECKING:
     import polars as pl
 
-    from dyce.macs_info import MacsInfo
+    from dyce.macs.info import MacsInfo
 
 FORMAT_VERSION = 1
 METADATA_KEY = b"dyce"
@@ -643,15 +643,6 @@ def scan_records(path: str | os.PathLike) -> pl.LazyFrame:
 
     read_records_metadata(path)
     return pl.scan_parquet(path)
-
-
-def load_any_records(
-    path: str | os.PathLike, exit_types_or_macs: Sequence[str] | MacsInfo | None = None
-) -> ExitRecords:
-    """Read Parquet or original ``.npz`` records (see :func:`dyce.npz.load_any_records`)."""
-    from dyce.npz import load_any_records as load
-
-    return load(path, exit_types_or_macs)
 
 
 # --------------------------------------------------------------------------- compatibility

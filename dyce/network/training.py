@@ -28,8 +28,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from dyce.data import load_split, load_splits
-from dyce.device import (
+from dyce.data.splits import load_split, load_splits
+from dyce.errors import DyceError
+from dyce.io import atomic_path, plain_value
+from dyce.network.device import (
     autocast,
     check_amp,
     grad_scaler,
@@ -37,8 +39,6 @@ from dyce.device import (
     pin_memory,
     resolve_device,
 )
-from dyce.errors import DyceError
-from dyce.io import atomic_path, plain_value
 
 BACKBONE_FORMAT = "dyce-backbone"
 CHECKPOINT_FORMAT = "dyce-training-checkpoint"
@@ -74,10 +74,10 @@ def _epoch_loader(
 ) -> DataLoader:
     """Shuffled loader of one epoch; the order depends only on ``(seed, epoch)``.
 
-    A feature cache (:class:`dyce.features.CachedBatches`) is read a whole batch per index
+    A feature cache (:class:`dyce.network.features.CachedBatches`) is read a whole batch per index
     list, in the same batches as the images would be.
     """
-    from dyce.features import CachedBatches, epoch_loader
+    from dyce.network.features import CachedBatches, epoch_loader
 
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     if isinstance(dataset, CachedBatches):
@@ -278,10 +278,10 @@ def train_backbone(
 ) -> TrainResult:
     """Train backbone ``model_name`` (random init, cross-entropy) on the ``train`` split.
 
-    ``num_workers``: DataLoader processes, or ``"auto"`` (:func:`dyce.device.loader_workers`);
-    ``amp``: mixed precision ``off``, ``bf16`` or ``fp16`` (:mod:`dyce.device`).
+    ``num_workers``: DataLoader processes, or ``"auto"`` (:func:`dyce.network.device.loader_workers`);
+    ``amp``: mixed precision ``off``, ``bf16`` or ``fp16`` (:mod:`dyce.network.device`).
     """
-    from dyce.models import build_backbone
+    from dyce.network.models import build_backbone
 
     _check_hyperparameters(epochs, lr, batch_size, weight_decay)
     check_amp(amp)
@@ -406,7 +406,7 @@ def prepare_exit_network(
     or state-dict file; ``None`` = random). ``taps``: ``"auto"`` or node names; ``exit_types``:
     ``mlp{L}x{W}`` names (default: the paper's five).
     """
-    from dyce.models import MultiExitNetwork, build_backbone, load_backbone_state
+    from dyce.network.models import MultiExitNetwork, build_backbone, load_backbone_state
 
     if backbone_path is not None and weights is not None:
         raise DyceError("give a trained backbone or weights, not both", field="weights")
@@ -459,7 +459,7 @@ def train_exits(
     construction for reproducibility); ``seed`` fixes the shuffling and augmentation.
 
     With ``features`` (a cache folder of the ``train`` split written by
-    :func:`dyce.features.cache_features` with ``net``'s backbone) the heads train on the cached
+    :func:`dyce.network.features.cache_features` with ``net``'s backbone) the heads train on the cached
     pooled features and final logits: the backbone never runs, and there is no augmentation
     (the cache holds the evaluation transforms). The batches are the same as without a cache.
     ``num_workers`` and ``amp`` as in :func:`train_backbone`.
@@ -485,7 +485,7 @@ def train_exits(
     if features is None:
         dataset = load_split(info, "train", train_transforms=True)
     else:
-        from dyce.features import CachedBatches, check_cache_fits, open_feature_cache
+        from dyce.network.features import CachedBatches, check_cache_fits, open_feature_cache
 
         cache = open_feature_cache(features)
         check_cache_fits(cache, net, split="train", sample_ids=info["splits"]["train"])
@@ -501,7 +501,7 @@ def train_exits(
                 tapped, final_logits = net.tap_features(inputs)
             exit_logits = net.exit_logits_from_features(tapped)
         else:
-            from dyce.features import exit_logits_from_pooled
+            from dyce.network.features import exit_logits_from_pooled
 
             pooled, final_logits = inputs
             exit_logits = exit_logits_from_pooled(net, pooled)

@@ -8,9 +8,9 @@
 * ``patience`` (PABEE): leave once the top-1 class has stayed the same for ``t`` consecutive exits.
 
 Global-threshold and MSDNet results are ordinary configurations (``[[exit_type, threshold], …]``)
-evaluated by :func:`dyce.evaluate.evaluate_config`. A patience result is not a threshold
+evaluated by :func:`dyce.evaluate.exact.evaluate_config`. A patience result is not a threshold
 configuration: it is stored as ``{"patience": t, "exit_type": k}`` and evaluated exactly by
-:func:`evaluate_patience`. Risk control lives in :mod:`dyce.runtime`.
+:func:`evaluate_patience`. Risk control lives in :mod:`dyce.runtime.inference`.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import numpy as np
 from tqdm import tqdm
 
 from dyce.errors import DyceError
-from dyce.evaluate import Evaluation, evaluate_config, evaluation_from_exits
-from dyce.macs_info import MacsInfo, load_macs_info
-from dyce.records import ExitRecords
+from dyce.evaluate.exact import Evaluation, evaluate_config, evaluation_from_exits
+from dyce.macs.info import MacsInfo, load_macs_info
+from dyce.records.format import ExitRecords
 
 PEER_METHODS = ("global_threshold", "msdnet", "patience")
 
