@@ -57,6 +57,7 @@ def search_and_eval(
     calibration: bool = False,
     device: str = "cuda",
     refresh: bool = False,
+    candidates: str = "dense",
 ) -> pl.DataFrame:
     """Search on the train record for every λ, evaluate on the val record, save the results.
 
@@ -72,13 +73,17 @@ def search_and_eval(
         device: accepted for compatibility and ignored (no torch is used).
         refresh: recompute even when a saved result exists. Otherwise a saved result is read
             back instead of searching again only when it was computed from the same inputs
-            (both records' bytes, the macs_info, method, calibration and λ grid) and reads back
-            whole; anything else is searched again.
+            (both records' bytes, the macs_info, method, calibration, candidates and λ grid)
+            and reads back whole; anything else is searched again.
+        candidates: ``"dense"`` (default): onepass and circular also write each searched
+            configuration's neighbours (:mod:`dyce.search.candidates`), named in a
+            ``candidate`` column after ``lambda``; ``"searched"``: one row per λ, as the
+            original release.
 
     Returns:
         The filtered front (columns ``relative_macs, raw_macs, relative_acc, raw_acc,
-        relative_macs_tr, raw_macs_tr, relative_acc_tr, raw_acc_tr, config, exit_ratio, lambda``;
-        MACs per sample, ``config`` and ``exit_ratio`` as JSON text), sorted by ``relative_macs``.
+        relative_macs_tr, raw_macs_tr, relative_acc_tr, raw_acc_tr, config, exit_ratio, lambda``,
+        then ``candidate`` for the dense candidates; MACs per sample, ``config`` and ``exit_ratio`` as JSON text), sorted by ``relative_macs``.
     """
     del device  # no torch here
     if method not in SEED_METHODS:
@@ -98,11 +103,13 @@ def search_and_eval(
     all_csv = save_dir / "unfiltered" / f"{save_name}.csv"
 
     from dyce.records.npz import load_any_records
-    from dyce.search.searcher import search_configs
+    from dyce.search.candidates import check_candidate_set, search_candidates
+
+    check_candidate_set(candidates)
 
     macs = load_macs_info(macs_info)
     key = cache_key(macs, train_record_path, val_record_path, method=method,
-                    calibration=calibration, lambdas=lambdas)
+                    calibration=calibration, candidates=candidates, lambdas=lambdas)
     if not refresh:
         cached = read_cached_front(front_csv, key)
         if cached is not None:
@@ -116,16 +123,18 @@ def search_and_eval(
         if warning is not None:
             print(f"[{sim_index}] WARNING: {warning}")
     print(f"[{sim_index}] searching {len(lambdas)} λ with {method} on {train_record_path}")
-    results = search_configs(train, macs, method, lambdas, normalize=True,
-                             calibration=calibration)
+    results = search_candidates(train, macs, method, lambdas, candidates=candidates,
+                                normalize=True, calibration=calibration)
     searched = search_table(results, method=method, model=train.model, dataset=train.dataset)
 
+    options = {"candidates": candidates} if "candidate" in searched.columns else {}
     metadata = search_metadata(train, method=method, normalize=True, calibration=calibration,
                                sim_index=sim_index, evaluation_records=str(val_record_path),
-                               cache_key=key)
+                               cache_key=key, **options)
     print(f"[{sim_index}] evaluating on {val_record_path}")
     evaluated = evaluate_table(searched, val, macs)
-    unfiltered = evaluated.sort("relative_macs", maintain_order=True).select(SEED_COLUMNS)
+    columns = [*SEED_COLUMNS, *(["candidate"] if "candidate" in evaluated.columns else [])]
+    unfiltered = evaluated.sort("relative_macs", maintain_order=True).select(columns)
     front = pareto_front(unfiltered)
 
     for table, csv_path in ((unfiltered, all_csv), (front, front_csv)):
@@ -173,11 +182,11 @@ def read_cached_front(front_csv: Path, key: str) -> pl.DataFrame | None:
         table, metadata = read_table(parquet)
         if metadata.get("cache_key") != key:
             reason = "was computed from other records, macs_info or settings"
-        elif list(table.columns) != list(SEED_COLUMNS) or table.height == 0:
+        elif list(table.columns)[:len(SEED_COLUMNS)] != list(SEED_COLUMNS) or table.height == 0:
             reason = "is not a complete search result"
         else:
             csv = pl.read_csv(front_csv)
-            if list(csv.columns) != list(SEED_COLUMNS) or csv.height != table.height:
+            if list(csv.columns) != list(table.columns) or csv.height != table.height:
                 reason = "CSV does not match its Parquet copy"
     except (DyceError, pl.exceptions.PolarsError, OSError) as error:
         reason = f"cannot be read back ({error})"

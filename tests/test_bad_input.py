@@ -230,7 +230,7 @@ def test_a_bad_val_record_fails_before_the_search(seed_files, tmp_path, monkeypa
     def no_search(*args, **kwargs):
         raise AssertionError("searched before checking the val record")
 
-    monkeypatch.setattr("dyce.search.searcher.search_configs", no_search)
+    monkeypatch.setattr("dyce.search.candidates.search_candidates", no_search)
     with pytest.raises(DyceError, match="val.npz"):
         search_and_eval(**seed_files)
 

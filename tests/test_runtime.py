@@ -463,3 +463,22 @@ def test_cli_predict_errors_are_one_line_with_status_2(setup, capsys):
     assert "below the cheapest configuration" in capsys.readouterr().err
     assert dyce_main([*base, "--lambda", "nan", "--method", "onepass"]) == 2
     assert "field 'lambda'" in capsys.readouterr().err
+
+
+def test_lambda_runs_the_searched_row_not_a_candidate_neighbour(setup, tmp_path):
+    from dyce.search.candidates import search_candidates
+
+    folder, records = setup["folder"], setup["records"]
+    results = search_candidates(records["search"], setup["macs"], "onepass", [0.8, 0.95],
+                                candidates="dense")
+    table = evaluate_table(search_table(results, method="onepass"), records["val"],
+                           setup["macs"])
+    assert table.filter(pl.col("candidate") != "searched").height > 0
+    write_table(table, tmp_path / "dense.parquet")
+    build_bundle(folder / "exits.pt", setup["fronts"], folder / "macs.json", tmp_path / "b.pt",
+                 searched_tables=[tmp_path / "dense.parquet"])
+    runtime = EarlyExitRuntime.load(tmp_path / "b.pt", device="cpu")
+    assert len(runtime.searched) == 2
+    for row in table.filter(pl.col("candidate") == "searched").iter_rows(named=True):
+        chosen = runtime.set_lambda(row["lambda"], method="onepass")
+        assert chosen.as_config() == json.loads(row["config"])

@@ -55,6 +55,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     summary.add_argument("--tolerance", type=float, default=0.005,
                          help="relative accuracy drop allowed (default 0.005 = 0.5 %%)")
     summary.add_argument("--out", required=True, type=Path, metavar="SUMMARY.csv")
+    summary.add_argument("--html", type=Path, default=None, metavar="SUMMARY.html",
+                         help="also write the table as an HTML page (shown inline by "
+                         "Snakemake's report)")
+    summary.add_argument("--caption", default="",
+                         help="caption of the HTML table (default none)")
     summary.set_defaults(func=run_summary)
 
 
@@ -101,6 +106,10 @@ def run_summary(args: argparse.Namespace) -> int:
             table.write_parquet(tmp)
         else:
             table.write_csv(tmp)
+    if args.html is not None:
+        from dyce.report.html import write_html_table
+
+        write_html_table(table, args.html, args.caption)
     with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=40):
         print(table.select("model", "dataset", "method", "macs_saved", "relative_macs",
                            "relative_acc"))

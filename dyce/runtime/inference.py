@@ -129,13 +129,15 @@ def check_config(
 
 
 def read_front(paths: Sequence[str | os.PathLike], num_positions: int,
-               num_exit_types: int) -> list[FrontEntry]:
+               num_exit_types: int, *, searched_only: bool = False) -> list[FrontEntry]:
     """Front rows of one or more result tables (``dyce front``/``dyce evaluate`` Parquet).
 
     Needs the columns ``config``, ``relative_macs`` and ``relative_acc`` (validation figures);
     ``method``, ``lambda``, ``parameter_name`` and ``parameter`` are kept when present.
     Also reads evaluated tables of every searched configuration (``dyce evaluate``), which a
-    bundle keeps so that a λ runs the configuration searched for it.
+    bundle keeps so that a λ runs the configuration searched for it; ``searched_only`` then
+    keeps the rows whose ``candidate`` is ``"searched"`` (or that have none), not the
+    neighbours of :mod:`dyce.search.candidates`.
     """
     from dyce.report.tables import read_table
 
@@ -150,6 +152,8 @@ def read_front(paths: Sequence[str | os.PathLike], num_positions: int,
             )
         rows = df.to_dicts()
         for row_index, row in enumerate(rows):
+            if searched_only and row.get("candidate") not in (None, "searched"):
+                continue
             field_name = f"config (row {row_index})"
             config, patience = check_config(row["config"], num_positions, num_exit_types,
                                             where=str(path), field_name=field_name)
@@ -269,8 +273,8 @@ def build_bundle(
     searched_paths = list(searched_tables)
     check_tables_match_network([*paths, *searched_paths], spec, str(exits_checkpoint))
     front = read_front(paths, num_positions, len(exit_types))
-    searched = (read_front(searched_paths, num_positions, len(exit_types)) if searched_paths
-                else [])
+    searched = (read_front(searched_paths, num_positions, len(exit_types), searched_only=True)
+                if searched_paths else [])
     used = sorted({(p, k) for entry in [*front, *searched]
                    for p, (k, _) in enumerate(entry.config) if k >= 0})
     dataset = spec.get("dataset") or _front_dataset(paths)
