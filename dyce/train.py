@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from dyce.data import load_split, load_splits
 from dyce.errors import DyceError
 from dyce.io import atomic_path, plain_value
+from dyce.timm_backbones import model_transform
 
 BACKBONE_FORMAT = "dyce-backbone"
 CHECKPOINT_FORMAT = "dyce-training-checkpoint"
@@ -270,7 +271,9 @@ def train_backbone(
         model_name, num_classes=spec["num_classes"], in_channels=spec["in_channels"],
         input_size=spec["input_size"],
     ).to(target)
-    dataset = load_split(info, "train", train_transforms=True)
+    dataset = load_split(
+        info, "train", train_transforms=True, transform=model_transform(model, info, train=True)
+    )
 
     def step(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = model(images)
@@ -447,7 +450,10 @@ def train_exits(
     net.freeze_backbone()
     net.to(target)
     torch.manual_seed(seed)
-    dataset = load_split(info, "train", train_transforms=True)
+    dataset = load_split(
+        info, "train", train_transforms=True,
+        transform=model_transform(net.backbone, info, train=True),
+    )
 
     def set_mode() -> None:
         net.eval()

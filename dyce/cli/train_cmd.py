@@ -93,12 +93,15 @@ def _register_train_backbone(subparsers: argparse._SubParsersAction) -> None:
 
 def _train_backbone(args: argparse.Namespace) -> int:
     from dyce.data import load_split, load_splits
+    from dyce.timm_backbones import model_transform
     from dyce.train import evaluate_accuracy, save_backbone, train_backbone
 
     splits = load_splits(args.data)
     result = train_backbone(splits, args.model, **training_settings(args))
     accuracy = evaluate_accuracy(
-        result.model, load_split(splits, "val"), batch_size=max(args.batch_size, 256),
+        result.model,
+        load_split(splits, "val", transform=model_transform(result.model, splits)),
+        batch_size=max(args.batch_size, 256),
         device=args.device,
     )
     save_backbone(args.out, result.model, result.spec, result.history,
@@ -189,6 +192,7 @@ def _record(args: argparse.Namespace) -> int:
     from dyce.data import load_split, load_splits
     from dyce.models import load_exits_checkpoint
     from dyce.recording import record_split
+    from dyce.timm_backbones import model_transform
 
     splits = load_splits(args.data)
     net = load_exits_checkpoint(args.exits)
@@ -200,7 +204,7 @@ def _record(args: argparse.Namespace) -> int:
                 f"exits were trained with {key}={spec[key]}, but {args.data} has "
                 f"{splits[data_key]}", path=args.exits, field=key,
             )
-    dataset = load_split(splits, args.split)
+    dataset = load_split(splits, args.split, transform=model_transform(net.backbone, splits))
     count = record_split(
         net, dataset, topk=args.topk, batch_size=args.batch_size, device=args.device,
         out_path=args.out, model=str(spec.get("model", "")), dataset_name=splits["dataset"],
