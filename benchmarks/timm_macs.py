@@ -21,8 +21,8 @@ import time
 
 import torch
 
-from dyce.macs import count_macs, macs_info_for
-from dyce.models import build_backbone
+from dyce.macs.counting import count_macs, macs_info_for
+from dyce.network.models import build_backbone
 
 PUBLISHED_GMACS = {  # timm's infer_gmacs at 224 px
     "convnextv2_atto": 0.55,

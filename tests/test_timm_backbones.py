@@ -16,8 +16,8 @@ from torch import nn
 
 from dyce.cli import main
 from dyce.errors import DyceError
-from dyce.macs import count_macs
-from dyce.models import (
+from dyce.macs.counting import count_macs
+from dyce.network.models import (
     MultiExitNetwork,
     build_backbone,
     default_taps,
@@ -25,8 +25,8 @@ from dyce.models import (
     load_exits_checkpoint,
     save_exits_checkpoint,
 )
-from dyce.stages import run_stages, split_stages
-from dyce.timm_backbones import model_transform, pretrained_tag
+from dyce.network.stages import run_stages, split_stages
+from dyce.network.timm_backbones import model_transform, pretrained_tag
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
