@@ -173,10 +173,13 @@ def open_pool(
     image_size: int | None = None,
     train_transforms: bool = False,
     download: bool = False,
+    transform: Callable | None = None,
 ) -> Dataset:
     """Open one pool of ``dataset``: a torch Dataset of ``(image (C, S, S) float, label int)``.
 
     ``train_transforms`` adds augmentation (random crop and flip; none for digits).
+    ``transform`` (PIL image -> tensor) replaces the dataset's preprocessing (CIFAR and image
+    folders), e.g. a pretrained model's own (:func:`dyce.network.timm_backbones.model_transform`).
     Downloads only when ``download`` is true; otherwise a missing or empty ``root`` raises
     :class:`DyceError` naming it.
     """
@@ -187,7 +190,8 @@ def open_pool(
     if dataset == "digits":
         return DigitsPool(size)
     path = _require_root(dataset, root, download)
-    transform = _image_transform(dataset, size, train_transforms)
+    if transform is None:
+        transform = _image_transform(dataset, size, train_transforms)
     if dataset in ("cifar10", "cifar100"):
         from torchvision.datasets import CIFAR10, CIFAR100
 
@@ -381,11 +385,16 @@ class SplitDataset(Dataset):
 
 
 def load_split(
-    splits: str | os.PathLike | Mapping[str, Any], split: str, *, train_transforms: bool = False
+    splits: str | os.PathLike | Mapping[str, Any],
+    split: str,
+    *,
+    train_transforms: bool = False,
+    transform: Callable | None = None,
 ) -> SplitDataset:
     """The torch Dataset of one split (``train``, ``search`` or ``val``) of a splits description.
 
-    Items are ``(image, label, sample_id)``; ``train_transforms`` adds augmentation.
+    Items are ``(image, label, sample_id)``; ``train_transforms`` adds augmentation;
+    ``transform`` replaces the dataset's preprocessing (see :func:`open_pool`).
     """
     info = load_splits(splits)
     where = info["_source"]
@@ -395,7 +404,7 @@ def load_split(
         )
     pool = open_pool(
         info["dataset"], info["pools"][split], root=info.get("root"),
-        image_size=info["image_size"], train_transforms=train_transforms,
+        image_size=info["image_size"], train_transforms=train_transforms, transform=transform,
     )
     pool_name = info["pools"][split]
     expected_size = (info.get("pool_sizes") or {}).get(pool_name)
