@@ -89,7 +89,7 @@ def search_and_eval(
         return pl.read_csv(front_csv)
 
     from dyce.records.npz import load_any_records
-    from dyce.search.searcher import search_configs
+    from dyce.search.methods import search_configs
 
     macs = load_macs_info(macs_info)
     train = load_any_records(train_record_path, macs)
