@@ -317,3 +317,51 @@ def _same_path(a: str, b: str) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return os.path.abspath(a) == os.path.abspath(b)
+
+
+def choice_table(choice: dict[str, dict[str, Any]]) -> Any:
+    """A polars table of CHOICE.json: one row per method, for ``dyce evaluate``.
+
+    Columns: the search-table columns of each chosen row (the original model's row has only
+    ``model``, ``dataset``, ``method`` and ``config``), then ``tolerance``, ``delta``,
+    ``passed`` and the calibration figures ``calib_relative_macs``, ``calib_relative_acc``,
+    ``calib_accuracy_drop``, ``calib_loss``, ``calib_bound``, ``calib_num_samples``.
+    """
+    import polars as pl
+
+    from dyce.results import SEARCH_SCHEMA, config_to_json
+
+    rows = []
+    for method, value in choice.items():
+        source = value.get("source") or {}
+        row = {name: None for name in SEARCH_SCHEMA}
+        row.update({key: val for key, val in (value.get("search_row") or {}).items()
+                    if key in SEARCH_SCHEMA})
+        row.update(model=row["model"] or source.get("model") or "",
+                   dataset=row["dataset"] or source.get("dataset") or "",
+                   method=method, config=config_to_json(value["config"]))
+        row.update(tolerance=float(value["tolerance"]), delta=float(value["delta"]),
+                   passed=bool(value["passed"]))
+        for key in ("relative_macs", "relative_acc", "accuracy_drop", "loss", "bound"):
+            row[f"calib_{key}"] = float(value[key]) if key in value else None
+        row["calib_num_samples"] = int(value["num_samples"]) if "num_samples" in value else None
+        rows.append(row)
+    schema = {**SEARCH_SCHEMA, "tolerance": pl.Float64(), "delta": pl.Float64(),
+              "passed": pl.Boolean(), "calib_relative_macs": pl.Float64(),
+              "calib_relative_acc": pl.Float64(), "calib_accuracy_drop": pl.Float64(),
+              "calib_loss": pl.Float64(), "calib_bound": pl.Float64(),
+              "calib_num_samples": pl.Int64()}
+    return pl.DataFrame(rows, schema=schema)
+
+
+def promise_columns(evaluated: Any) -> Any:
+    """``evaluated`` (a choice table with validation columns) plus ``macs_saved``,
+    ``accuracy_drop`` and ``met_tolerance`` (validation relative accuracy ``>= 1 - tolerance``,
+    allowing 1e-12 of rounding)."""
+    import polars as pl
+
+    return evaluated.with_columns(
+        macs_saved=1.0 - pl.col("relative_macs"),
+        accuracy_drop=1.0 - pl.col("relative_acc"),
+        met_tolerance=pl.col("relative_acc") >= 1.0 - pl.col("tolerance") - 1e-12,
+    )

@@ -224,3 +224,25 @@ def test_select_refuses_an_empty_split(files, tmp_path, capsys):
     error = capsys.readouterr().err
     assert "no samples" in error and str(path) in error
     assert not out.exists()
+
+
+def test_evaluate_shows_whether_the_promise_held(files, tmp_path, capsys):
+    choice, evaluated = tmp_path / "choice.json", tmp_path / "promise.parquet"
+    assert _select(files, choice, "--tolerance", "0.02") == 0
+    assert main(["evaluate", str(choice), "--records", files["val"], "--macs-info", files["macs"],
+                 "--no-progress", "--out", str(evaluated)]) == 0
+    from dyce.results import read_table
+
+    table, _ = read_table(evaluated)
+    assert sorted(table["method"].to_list()) == ["global_threshold", "onepass"]
+    val = make_synthetic_records(2000, POSITIONS, TYPES, 10, seed=2)
+    macs = load_macs_info(make_synthetic_macs(POSITIONS, TYPES))
+    chosen = json.loads(choice.read_text())
+    for row in table.iter_rows(named=True):
+        assert json.loads(row["config"]) == chosen[row["method"]]["config"]
+        expected = evaluate_config(val, macs, json.loads(row["config"]))
+        assert row["relative_acc"] == expected.relative_acc
+        assert row["macs_saved"] == pytest.approx(1 - expected.relative_macs)
+        assert row["met_tolerance"] == (expected.relative_acc >= 1 - 0.02 - 1e-12)
+        assert row["calib_bound"] == chosen[row["method"]]["bound"] and row["tolerance"] == 0.02
+    assert capsys.readouterr().out.count("promise ≤ 2 %") == 2

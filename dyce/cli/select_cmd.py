@@ -65,7 +65,8 @@ def run_select(args: argparse.Namespace) -> int:
     }
     document = choice_document(selections, records=str(args.records),
                                tables=[str(p) for p in args.tables],
-                               macs_info=str(args.macs_info), split=records.split)
+                               macs_info=str(args.macs_info), split=records.split,
+                               model=records.model, dataset=records.dataset)
     write_json(args.out, document)
     for method, selection in selections.items():
         print(f"dyce select: {selection.summary(method)}")
