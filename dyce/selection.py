@@ -19,15 +19,18 @@ separate estimate of the final head's accuracy is needed (comparing an absolute 
 ``tolerance × accuracy`` would need one, with its own error budget).
 
 Which configuration (Learn-then-Test, fixed-sequence testing). The candidates are tested one by
-one in an order fixed *without the calibration labels* — by default the search split's relative
-accuracy, highest first (ties: the more expensive first) — each for ``H0: r > tolerance`` at
+one in an order fixed *without the calibration split* — by default the same loss measured on the
+search split, lowest first (ties: the more expensive first) — each for ``H0: r > tolerance`` at
 level ``delta``, stopping at the first one not rejected. The family-wise error of the rejected set
 is then at most ``delta`` without a multiplicity correction, so *any* rule may pick among the
-rejected (passed) configurations: we take the cheapest on the calibration split. Ordering by
-search accuracy tests the configurations most likely to pass first, so one risky configuration
-does not stop the sequence early (ordering by cost, ``order="macs"``, can: a cheap peer setting
-with a weak exit type may sit between two good ones). When nothing passes, the original model
-(no exits, loss 0) is the answer, flagged ``passed = False``.
+rejected (passed) configurations: we take the cheapest on the calibration split. Ordering by the
+search split's loss tests the configurations most likely to pass first, so one risky
+configuration does not stop the sequence early. Ordering by cost (``order="macs"``, most
+expensive first) needs no search records but can stop early: a cheap peer setting with a weak exit
+type may sit between two good ones. Ordering by the search split's *net* relative accuracy would
+be wrong-headed: a configuration whose exits fix many of the final head's mistakes looks accurate
+there while its loss (which ignores fixes) is high. When nothing passes, the original model (no
+exits, loss 0) is the answer, flagged ``passed = False``.
 
 The guarantee holds per method (each call spends its own ``delta``); choosing between methods by
 their calibration results afterwards is outside it. Pure numpy; no torch.
@@ -48,8 +51,8 @@ from dyce.macs_info import MacsInfo
 from dyce.records import ExitRecords
 from dyce.risk import BOUNDS, upper_bound
 
-#: Orders of the fixed sequence (both from search-split figures, never the calibration labels).
-ORDERS = ("accuracy", "macs")
+#: Orders of the fixed sequence (both from search-split figures, never the calibration split).
+ORDERS = ("risk", "macs")
 
 #: Format tag of CHOICE.json files.
 CHOICE_FORMAT = "dyce-choice"
@@ -59,14 +62,15 @@ CHOICE_FORMAT = "dyce-choice"
 class Candidate:
     """One searched configuration: its decoded ``config`` and the figures that order the tests.
 
-    ``relative_acc_tr`` and ``relative_macs_tr`` are the search split's figures; ``row`` is
-    whatever identifies it in its table (kept in the selection as ``search_row``).
+    ``relative_macs_tr`` is its relative MACs on the search split and ``search_loss`` its loss
+    there (see :func:`search_losses`; needed for ``order="risk"``); ``row`` is whatever
+    identifies it in its table (kept in the selection as ``search_row``).
     """
 
     config: list | dict
-    relative_acc_tr: float
     relative_macs_tr: float
     row: dict
+    search_loss: float | None = None
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,7 @@ class Selection:
         num_samples: calibration samples ``n``; ``num_final_correct`` of them the final head
             gets right (the loss's sample size).
         tested, candidates: configurations tested before the sequence stopped / offered.
-        order: ``"accuracy"`` or ``"macs"``.
+        order: ``"risk"`` or ``"macs"``.
         search_row: the chosen row's search-table columns (``None`` for the original model).
     """
 
@@ -139,23 +143,56 @@ def original_config(num_positions: int) -> list[list[float]]:
     return [[-1, 1.0] for _ in range(num_positions - 1)]
 
 
-def testing_order(candidates: Sequence[Candidate], order: str = "accuracy") -> list[int]:
+def testing_order(candidates: Sequence[Candidate], order: str = "risk") -> list[int]:
     """Indices of ``candidates`` in testing order (search-split figures only).
 
-    ``"accuracy"``: relative accuracy on the search split, highest first; ``"macs"``: relative
-    MACs on the search split, most expensive first. Remaining ties: the more expensive first,
-    then table order.
+    ``"risk"``: loss on the search split, lowest first; ``"macs"``: relative MACs on the search
+    split, most expensive first. Remaining ties: the more expensive first, then table order.
     """
     if order not in ORDERS:
         raise DyceError(f"is {order!r}; choose one of {', '.join(ORDERS)}", field="order")
-    acc = np.array([c.relative_acc_tr for c in candidates], dtype=np.float64)
     macs = np.array([c.relative_macs_tr for c in candidates], dtype=np.float64)
-    if not (np.all(np.isfinite(acc)) and np.all(np.isfinite(macs))):
-        raise DyceError("search-split figures must be finite numbers",
-                        field="relative_acc_tr / relative_macs_tr")
     index = np.arange(len(candidates))
-    keys = (index, -macs, -acc) if order == "accuracy" else (index, -acc, -macs)
+    if order == "macs":
+        keys: tuple = (index, -macs)
+    else:
+        if any(c.search_loss is None for c in candidates):
+            raise DyceError("needs every candidate's loss on the search split (search records)",
+                            field="order")
+        keys = (index, -macs, np.array([c.search_loss for c in candidates], dtype=np.float64))
+    if not all(np.all(np.isfinite(key)) for key in keys):
+        raise DyceError("search-split figures must be finite numbers", field="relative_macs_tr")
     return [int(i) for i in np.lexsort(keys)]
+
+
+def configuration_losses(records: ExitRecords, macs: MacsInfo,
+                         configs: Sequence[list | dict]) -> np.ndarray:
+    """float64 ``(len(configs),)``: each configuration's loss on ``records`` — the fraction of
+    samples the final head gets right that the configuration gets wrong (NaN if there are none).
+    """
+    from dyce.strategies import evaluate_any
+
+    final_correct = records.correct[-1]
+    labels = records.labels[final_correct]
+    out = np.full(len(configs), np.nan)
+    if labels.size:
+        for i, config in enumerate(configs):
+            prediction = evaluate_any(records, macs, config, per_sample=True).prediction
+            out[i] = np.count_nonzero(prediction[final_correct] != labels) / labels.size
+    return out
+
+
+def with_search_losses(candidates: Sequence[Candidate], search_records: ExitRecords,
+                       macs: MacsInfo) -> list[Candidate]:
+    """``candidates`` with ``search_loss`` measured on ``search_records`` (the search split)."""
+    from dataclasses import replace
+
+    losses = configuration_losses(search_records, macs, [c.config for c in candidates])
+    if np.isnan(losses).any():
+        raise DyceError("the final head gets no search sample right", path=search_records.source,
+                        field="label")
+    return [replace(c, search_loss=float(loss)) for c, loss in zip(candidates, losses,
+                                                                    strict=True)]
 
 
 def select_operating_point(
@@ -166,7 +203,7 @@ def select_operating_point(
     tolerance: float,
     delta: float = 0.1,
     bound: str = "clopper-pearson",
-    order: str = "accuracy",
+    order: str = "risk",
 ) -> Selection:
     """Cheapest candidate whose relative accuracy drop is ``<= tolerance`` w.p. ``>= 1 - delta``.
 
@@ -275,9 +312,8 @@ def candidates_by_method(
         rows = df.select([c for c in SEARCH_ROW_COLUMNS if c in df.columns]).to_dicts()
         for number, row in enumerate(rows):
             config = parse_config(row["config"], records, source=path, row=number)
-            candidate = Candidate(config, float(row["relative_acc_tr"]),
-                                  float(row["relative_macs_tr"]), {"table": path, "row": number,
-                                                                   **row})
+            candidate = Candidate(config, float(row["relative_macs_tr"]),
+                                  {"table": path, "row": number, **row})
             groups.setdefault(str(row["method"]), []).append(candidate)
     if not groups:
         raise DyceError("the search tables hold no configurations",

@@ -33,7 +33,7 @@ def _cp_upper(losses: int, n: int, delta: float) -> float:
 def _brute_force_selection(candidates, records, macs, tolerance, delta):
     """Plain re-statement of the procedure: (config, passed, bound, tested)."""
     order = sorted(range(len(candidates)),
-                   key=lambda i: (-candidates[i].relative_acc_tr, -candidates[i].relative_macs_tr, i))
+                   key=lambda i: (candidates[i].search_loss, -candidates[i].relative_macs_tr, i))
     passed, tested = [], 0
     for i in order:
         evaluation = brute_force_evaluate(records, macs, candidates[i].config, per_sample=True)
@@ -62,7 +62,7 @@ config_strategy = st.lists(
     seed=st.integers(0, 10_000),
     num_samples=st.integers(5, 60),
     configs=st.lists(config_strategy, min_size=1, max_size=6),
-    figures=st.lists(st.tuples(st.sampled_from([0.8, 0.9, 1.0]), st.sampled_from([0.2, 0.5])),
+    figures=st.lists(st.tuples(st.sampled_from([0.0, 0.1, 0.2]), st.sampled_from([0.2, 0.5])),
                      min_size=6, max_size=6),
     tolerance=st.sampled_from([0.05, 0.2, 0.5, 0.9]),
     delta=st.sampled_from([0.05, 0.1, 0.5]),
@@ -72,8 +72,8 @@ def test_selection_equals_brute_force(seed, num_samples, configs, figures, toler
     if not records.correct[-1].any():
         return
     macs = load_macs_info(make_synthetic_macs(POSITIONS, TYPES))
-    candidates = [Candidate([[k, t] for k, t in config], acc, cost, {"row": i})
-                  for i, (config, (acc, cost)) in enumerate(zip(configs, figures, strict=False))]
+    candidates = [Candidate([[k, t] for k, t in config], cost, {"row": i}, search_loss=loss)
+                  for i, (config, (loss, cost)) in enumerate(zip(configs, figures, strict=False))]
     got = select_operating_point(candidates, records, macs, tolerance=tolerance, delta=delta)
     config, passed, bound, tested = _brute_force_selection(candidates, records, macs,
                                                            tolerance, delta)
@@ -100,7 +100,7 @@ def test_promise_holds_over_calibration_draws():
         evaluation = evaluate_config(population, macs, config)
         true_drop.append(1.0 - evaluation.relative_acc)
     # The order must not depend on the calibration labels: thresholds, most conservative first.
-    candidates = [Candidate(c, 1.0 - i * 1e-3, 1.0, {"row": i})
+    candidates = [Candidate(c, 1.0, {"row": i}, search_loss=i * 1e-3)
                   for i, c in enumerate(reversed(configs))]
     drops = dict(zip((json.dumps(c) for c in configs), true_drop, strict=True))
     tolerance, delta, n = 0.03, 0.2, 600
@@ -246,3 +246,34 @@ def test_evaluate_shows_whether_the_promise_held(files, tmp_path, capsys):
         assert row["met_tolerance"] == (expected.relative_acc >= 1 - 0.02 - 1e-12)
         assert row["calib_bound"] == chosen[row["method"]]["bound"] and row["tolerance"] == 0.02
     assert capsys.readouterr().out.count("promise ≤ 2 %") == 2
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), num_samples=st.integers(1, 40),
+       configs=st.lists(config_strategy, min_size=1, max_size=4))
+def test_search_losses_equal_brute_force(seed, num_samples, configs):
+    from dyce.selection import configuration_losses
+
+    records = make_synthetic_records(num_samples, POSITIONS, TYPES, CLASSES, seed=seed)
+    macs = load_macs_info(make_synthetic_macs(POSITIONS, TYPES))
+    configs = [[[k, t] for k, t in config] for config in configs]
+    got = configuration_losses(records, macs, configs)
+    right = [s for s in range(num_samples) if records.preds[-1, s, 0] == records.labels[s]]
+    for value, config in zip(got, configs, strict=True):
+        prediction = brute_force_evaluate(records, macs, config, per_sample=True).prediction
+        if not right:
+            assert np.isnan(value)
+        else:
+            wrong = sum(int(prediction[s] != records.labels[s]) for s in right)
+            assert value == wrong / len(right)
+
+
+def test_select_orders_by_cost_without_search_records(files, tmp_path):
+    by_risk, by_macs = tmp_path / "risk.json", tmp_path / "macs.json"
+    assert _select(files, by_risk, "--tolerance", "0.02") == 0
+    assert _select(files, by_macs, "--tolerance", "0.02", "--order", "macs",
+                   "--search-records", "/nonexistent.parquet") == 0
+    risk, macs = json.loads(by_risk.read_text()), json.loads(by_macs.read_text())
+    assert {v["order"] for v in risk.values()} == {"risk"}
+    assert {v["order"] for v in macs.values()} == {"macs"}
+    assert all(v["passed"] and v["bound"] <= 0.02 for v in macs.values())

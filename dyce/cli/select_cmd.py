@@ -31,9 +31,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--bound", choices=("clopper-pearson", "hoeffding-bentkus"),
                         default="clopper-pearson", help="upper confidence bound (default "
                         "clopper-pearson)")
-    parser.add_argument("--order", choices=("accuracy", "macs"), default="accuracy",
-                        help="testing order from the search split's figures: relative accuracy, "
-                        "highest first (default), or relative MACs, most expensive first")
+    parser.add_argument("--order", choices=("risk", "macs"), default="risk",
+                        help="testing order, from the search split only: each configuration's "
+                        "loss on the search records, lowest first (default), or its relative "
+                        "MACs there, most expensive first")
+    parser.add_argument("--search-records", metavar="SEARCH",
+                        help="the records the tables were searched on (for --order risk; "
+                        "default: the path the tables' metadata names)")
     parser.add_argument("--out", required=True, metavar="CHOICE.json")
     parser.set_defaults(func=run_select)
 
@@ -42,12 +46,14 @@ def run_select(args: argparse.Namespace) -> int:
     from dyce.io import write_json
     from dyce.macs_info import load_macs_info
     from dyce.npz import load_any_records
+    from dyce.records import check_same_exit_table
     from dyce.results import SEARCH_SCHEMA, read_tables
     from dyce.selection import (
         candidates_by_method,
         check_level,
         choice_document,
         select_operating_point,
+        with_search_losses,
     )
 
     tolerance = check_level(args.tolerance, "tolerance")
@@ -55,9 +61,13 @@ def run_select(args: argparse.Namespace) -> int:
     tables = read_tables(args.tables, required=tuple(SEARCH_SCHEMA))
     macs = load_macs_info(args.macs_info)
     records = load_any_records(args.records, macs)
-    groups = candidates_by_method(
-        [(str(path), df, meta) for path, (df, meta) in zip(args.tables, tables, strict=True)],
-        records)
+    named = [(str(path), df, meta) for path, (df, meta) in zip(args.tables, tables, strict=True)]
+    groups = candidates_by_method(named, records)
+    if args.order == "risk":
+        search = load_any_records(search_records_path(args.search_records, named), macs)
+        check_same_exit_table(search, records)
+        groups = {method: with_search_losses(candidates, search, macs)
+                  for method, candidates in groups.items()}
     selections = {
         method: select_operating_point(candidates, records, macs, tolerance=tolerance,
                                        delta=delta, bound=args.bound, order=args.order)
@@ -72,3 +82,18 @@ def run_select(args: argparse.Namespace) -> int:
         print(f"dyce select: {selection.summary(method)}")
     print(f"dyce select: {len(selections)} methods → {args.out}")
     return 0
+
+
+def search_records_path(given: str | None, tables: list[tuple[str, object, dict]]) -> str:
+    """``--search-records``, else the one search-records path all tables' metadata name."""
+    from pathlib import Path
+
+    from dyce.errors import DyceError
+
+    if given is not None:
+        return given
+    named = {meta.get("search_records") for _, _, meta in tables}
+    if len(named) != 1 or None in named or not Path(str(next(iter(named)))).is_file():
+        raise DyceError("--order risk needs the search records: give --search-records (or use "
+                        "--order macs)", path=tables[0][0], field="search_records")
+    return str(next(iter(named)))
