@@ -401,3 +401,34 @@ def promise_columns(evaluated: Any) -> Any:
         accuracy_drop=1.0 - pl.col("relative_acc"),
         met_tolerance=pl.col("relative_acc") >= 1.0 - pl.col("tolerance") - 1e-12,
     )
+
+
+#: Columns :func:`selected_columns` adds to a summary, per (model, dataset, method).
+SELECTED_COLUMNS = ("selected_macs_saved", "selected_accuracy_drop", "selected_met_tolerance",
+                    "selected_passed", "selected_calib_bound", "selected_config")
+
+
+def selected_columns(promises: Sequence[Any]) -> Any:
+    """Per (model, dataset, method), the validation figures of the configuration chosen without
+    validation: ``promises`` are tables written by ``dyce evaluate CHOICE.json``.
+
+    Columns: ``model``, ``dataset``, ``method`` and :data:`SELECTED_COLUMNS` (MACs saved and
+    relative accuracy drop on validation, whether the drop is within the tolerance, whether a
+    searched configuration passed on calib, its calib bound, its config).
+    """
+    import polars as pl
+
+    frames = []
+    for table in promises:
+        for name in ("model", "dataset", "method", "macs_saved", "accuracy_drop",
+                     "met_tolerance", "passed", "calib_bound", "config"):
+            if name not in table.columns:
+                raise DyceError("column missing (not a 'dyce evaluate CHOICE.json' table)",
+                                field=name)
+        frames.append(table.select(
+            "model", "dataset", "method",
+            selected_macs_saved="macs_saved", selected_accuracy_drop="accuracy_drop",
+            selected_met_tolerance="met_tolerance", selected_passed="passed",
+            selected_calib_bound="calib_bound", selected_config="config",
+        ))
+    return pl.concat(frames, how="vertical_relaxed") if frames else None

@@ -277,3 +277,26 @@ def test_select_orders_by_cost_without_search_records(files, tmp_path):
     assert {v["order"] for v in risk.values()} == {"risk"}
     assert {v["order"] for v in macs.values()} == {"macs"}
     assert all(v["passed"] and v["bound"] <= 0.02 for v in macs.values())
+
+
+def test_summary_shows_both_views(files, tmp_path):
+    import polars as pl
+
+    choice, promise = tmp_path / "choice.json", tmp_path / "promise.parquet"
+    evaluated, front, summary = (tmp_path / n for n in ("eval.parquet", "front.parquet",
+                                                        "summary.csv"))
+    assert _select(files, choice, "--tolerance", "0.02") == 0
+    common = ["--records", files["val"], "--macs-info", files["macs"], "--no-progress"]
+    assert main(["evaluate", str(choice), *common, "--out", str(promise)]) == 0
+    assert main(["evaluate", *files["tables"], *common, "--out", str(evaluated)]) == 0
+    assert main(["front", str(evaluated), "--out", str(front)]) == 0
+    assert main(["summary", str(front), "--tolerance", "0.02", "--selected", str(promise),
+                 "--out", str(summary)]) == 0
+    table = pl.read_csv(summary)
+    promised = pl.read_parquet(promise)
+    assert sorted(table["method"].to_list()) == ["global_threshold", "onepass"]
+    for row in table.iter_rows(named=True):
+        mine = promised.filter(pl.col("method") == row["method"]).row(0, named=True)
+        assert row["selected_macs_saved"] == pytest.approx(mine["macs_saved"])
+        assert row["selected_accuracy_drop"] == pytest.approx(mine["accuracy_drop"])
+        assert row["selected_met_tolerance"] == mine["met_tolerance"]
