@@ -62,9 +62,10 @@ CHOICE_FORMAT = "dyce-choice"
 class Candidate:
     """One searched configuration: its decoded ``config`` and the figures that order the tests.
 
-    ``relative_macs_tr`` is its relative MACs on the search split and ``search_loss`` its loss
-    there (see :func:`search_losses`; needed for ``order="risk"``); ``row`` is whatever
-    identifies it in its table (kept in the selection as ``search_row``).
+    ``relative_macs_tr``: its relative MACs measured without the calibration split (the search
+    split's in tables, the validation split's in a bundle); ``search_loss``: its loss on the
+    search split (see :func:`configuration_losses`; needed for ``order="risk"``); ``row``:
+    whatever identifies it (kept in the selection as ``search_row``).
     """
 
     config: list | dict
