@@ -18,7 +18,7 @@ from dyce.cli.options import (
 from dyce.errors import DyceError
 
 SEARCH_SPLITS = ("heldout", "train")
-RECORD_SPLITS = ("train", "search", "val")
+RECORD_SPLITS = ("train", "search", "calib", "val")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
