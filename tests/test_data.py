@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dyce.cli import main
-from dyce.data import eval_transform, load_split, load_splits, prepare_splits
+from dyce.data.splits import eval_transform, load_split, load_splits, prepare_splits
 from dyce.errors import DyceError
 
 
@@ -78,7 +78,7 @@ def test_splits_without_calib_read_as_an_empty_calib_split(tmp_path):
 
 
 def test_deformed_digits_split_by_source_image(digits_labels):
-    from dyce.deformed_digits import DeformedDigitsPool
+    from dyce.data.deformed_digits import DeformedDigitsPool
 
     copies = 16
     splits = prepare_splits("digits_deformed", seed=0, val_fraction=0.2, search_fraction=0.25,

@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 from scipy import optimize, stats
 
 from dyce.cli import main
-from dyce.evaluate import brute_force_evaluate, evaluate_config
+from dyce.evaluate.exact import brute_force_evaluate, evaluate_config
 from dyce.io import write_json
-from dyce.macs_info import load_macs_info
-from dyce.records import write_records
-from dyce.selection import Candidate, original_config, select_operating_point
+from dyce.macs.info import load_macs_info
+from dyce.records.format import write_records
+from dyce.runtime.selection import Candidate, original_config, select_operating_point
 from tests.synthetic import make_synthetic_macs, make_synthetic_records
 
 POSITIONS, TYPES, CLASSES = 4, 2, 5
@@ -231,7 +231,7 @@ def test_evaluate_shows_whether_the_promise_held(files, tmp_path, capsys):
     assert _select(files, choice, "--tolerance", "0.02") == 0
     assert main(["evaluate", str(choice), "--records", files["val"], "--macs-info", files["macs"],
                  "--no-progress", "--out", str(evaluated)]) == 0
-    from dyce.results import read_table
+    from dyce.report.tables import read_table
 
     table, _ = read_table(evaluated)
     assert sorted(table["method"].to_list()) == ["global_threshold", "onepass"]
@@ -252,7 +252,7 @@ def test_evaluate_shows_whether_the_promise_held(files, tmp_path, capsys):
 @given(seed=st.integers(0, 10_000), num_samples=st.integers(1, 40),
        configs=st.lists(config_strategy, min_size=1, max_size=4))
 def test_search_losses_equal_brute_force(seed, num_samples, configs):
-    from dyce.selection import configuration_losses
+    from dyce.runtime.selection import configuration_losses
 
     records = make_synthetic_records(num_samples, POSITIONS, TYPES, CLASSES, seed=seed)
     macs = load_macs_info(make_synthetic_macs(POSITIONS, TYPES))

@@ -204,7 +204,7 @@ def test_dataset_seed_change_reruns_everything_downstream(base):
 
 @pytest.mark.slow
 def test_library_change_reruns_only_the_stages_that_import_it(base):
-    plots = base["dir"] / "dyce" / "plots.py"
+    plots = base["dir"] / "dyce" / "report" / "plots.py"
     original, stat = plots.read_text(), plots.stat()
     try:
         plots.write_text(original + "\n# changed\n")

@@ -45,7 +45,7 @@ def config_error(key, message):
 
 
 def _small_model_names(source):
-    """Names in ``SMALL_RESNET_BLOCKS`` of dyce/models.py, read without importing torch."""
+    """Names in ``SMALL_RESNET_BLOCKS`` of dyce/network/models.py, read without importing torch."""
     for node in ast.parse(source.read_text()).body:
         target = (
             getattr(node, "target", None)
@@ -57,17 +57,17 @@ def _small_model_names(source):
 
 
 def unknown_architectures(names):
-    """``(unknown, known)``: those of ``names`` that dyce.models cannot build, and the names it
+    """``(unknown, known)``: those of ``names`` that dyce.network.models cannot build, and the names it
     can (torch is imported only for names other than the small ResNets)."""
-    source = LIBRARY / "models.py"
+    source = LIBRARY / "network" / "models.py"
     names = set(names) - (_small_model_names(source) if source.exists() else set())
     if not names or not source.exists():
         return [], []
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    import dyce.models
+    import dyce.network.models
 
-    known = set(dyce.models.available_models())
+    known = set(dyce.network.models.available_models())
     return sorted(names - known), sorted(known)
 
 
@@ -245,7 +245,7 @@ def provenance(stage):
 def _command_modules():
     """Map each dyce subcommand to the CLI module that defines it."""
     commands = {}
-    for path in sorted((LIBRARY / "cli").glob("*_cmd.py")):
+    for path in sorted((LIBRARY / "cli").glob("*.py")):
         for name in re.findall(
             r"add_parser\(\s*[\"']([a-z0-9-]+)[\"']", path.read_text()
         ):
@@ -257,7 +257,8 @@ COMMAND_MODULES = _command_modules()
 
 
 def library(command, *modules):
-    """Library files a stage's output depends on: its CLI module and the given modules.
+    """Library files a stage's output depends on: its CLI module and the given modules
+    (paths below ``dyce/`` without ``.py``, e.g. ``network/models``).
 
     Declared as inputs, so a change to one of them reruns exactly the stages that use it.
     Modules not (yet) present are left out.

@@ -1,6 +1,6 @@
 rule prepare_data:
     input:
-        library("prepare-data", "data"),
+        library("prepare-data", "data/splits"),
     output:
         "results/{dataset}/splits.json",
     log:

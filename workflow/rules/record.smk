@@ -1,6 +1,13 @@
 rule record:
     input:
-        library("record", "data", "models", "exits", "recording", "records"),
+        library(
+            "record",
+            "data/splits",
+            "network/models",
+            "network/exit_heads",
+            "records/recording",
+            "records/format",
+        ),
         exits="results/{dataset}/{model}/exits.pt",
         data="results/{dataset}/splits.json",
     output:
@@ -25,7 +32,13 @@ rule record:
 
 rule macs_analysis:
     input:
-        library("macs", "models", "exits", "macs", "macs_info"),
+        library(
+            "macs",
+            "network/models",
+            "network/exit_heads",
+            "macs/counting",
+            "macs/info",
+        ),
     output:
         "results/{dataset}/{model}/macs_info.json",
     log:

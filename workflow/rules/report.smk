@@ -1,6 +1,13 @@
 rule plot:
     input:
-        library("plot", "records", "macs_info", "evaluate", "results", "plots"),
+        library(
+            "plot",
+            "records/format",
+            "macs/info",
+            "evaluate/exact",
+            "report/tables",
+            "report/plots",
+        ),
         fronts=fronts,
         records="results/{dataset}/{model}/records/val.parquet",
         macs="results/{dataset}/{model}/macs_info.json",
@@ -31,7 +38,7 @@ rule plot:
 
 rule model_summary:
     input:
-        library("summary", "results", "plots"),
+        library("summary", "report/tables", "report/plots"),
         fronts=fronts,
     output:
         report(
@@ -60,7 +67,7 @@ rule model_summary:
 
 rule summary:
     input:
-        library("summary", "results", "plots"),
+        library("summary", "report/tables", "report/plots"),
         fronts=all_fronts(),
     output:
         report(

@@ -1,7 +1,13 @@
 rule bundle:
     input:
         library(
-            "bundle", "models", "exits", "stages", "runtime", "results", "macs_info"
+            "bundle",
+            "network/models",
+            "network/exit_heads",
+            "network/stages",
+            "runtime/inference",
+            "report/tables",
+            "macs/info",
         ),
         exits="results/{dataset}/{model}/exits.pt",
         fronts=bundle_fronts,

@@ -1,6 +1,13 @@
 rule search_lambda:
     input:
-        library("search", "records", "macs_info", "evaluate", "search", "results"),
+        library(
+            "search",
+            "records/format",
+            "macs/info",
+            "evaluate/exact",
+            "search/searcher",
+            "report/tables",
+        ),
         records="results/{dataset}/{model}/records/search.parquet",
         macs="results/{dataset}/{model}/macs_info.json",
     output:
@@ -28,7 +35,14 @@ rule search_lambda:
 
 rule search_peer:
     input:
-        library("search", "records", "macs_info", "evaluate", "strategies", "results"),
+        library(
+            "search",
+            "records/format",
+            "macs/info",
+            "evaluate/exact",
+            "evaluate/strategies",
+            "report/tables",
+        ),
         records="results/{dataset}/{model}/records/search.parquet",
         macs="results/{dataset}/{model}/macs_info.json",
     output:
@@ -55,7 +69,14 @@ rule search_peer:
 
 rule evaluate:
     input:
-        library("evaluate", "records", "macs_info", "evaluate", "strategies", "results"),
+        library(
+            "evaluate",
+            "records/format",
+            "macs/info",
+            "evaluate/exact",
+            "evaluate/strategies",
+            "report/tables",
+        ),
         results=search_results,
         records="results/{dataset}/{model}/records/val.parquet",
         macs="results/{dataset}/{model}/macs_info.json",
@@ -80,7 +101,7 @@ rule evaluate:
 
 rule front:
     input:
-        library("front", "results"),
+        library("front", "report/tables"),
         table="results/{dataset}/{model}/eval/{method}.parquet",
     output:
         table="results/{dataset}/{model}/front/{method}.parquet",

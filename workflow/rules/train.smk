@@ -1,6 +1,6 @@
 rule train_backbone:
     input:
-        library("train-backbone", "data", "models", "train"),
+        library("train-backbone", "data/splits", "network/models", "network/training"),
         data="results/{dataset}/splits.json",
     output:
         "results/{dataset}/{model}/backbone.pt",
@@ -25,7 +25,13 @@ rule train_backbone:
 
 rule train_exits:
     input:
-        library("train-exits", "data", "models", "exits", "train"),
+        library(
+            "train-exits",
+            "data/splits",
+            "network/models",
+            "network/exit_heads",
+            "network/training",
+        ),
         unpack(backbone_input),
         data="results/{dataset}/splits.json",
     output:
