@@ -131,6 +131,7 @@ def _image_batches(folder: Path, runtime, dataset: str | None, batch_size: int):
     from PIL import Image, UnidentifiedImageError
 
     from dyce.data.splits import eval_transform
+    from dyce.network.timm_backbones import model_transform
 
     if not folder.is_dir():
         raise DyceError("not a folder", path=folder, field="images")
@@ -141,7 +142,9 @@ def _image_batches(folder: Path, runtime, dataset: str | None, batch_size: int):
     if dataset is None:
         raise DyceError("the bundle names no dataset; give --dataset for the preprocessing",
                         field="dataset")
-    transform = eval_transform(dataset, runtime.input_size, runtime.in_channels)
+    transform = model_transform(
+        runtime.backbone, {"dataset": dataset, "image_size": list(runtime.input_size)}
+    ) or eval_transform(dataset, runtime.input_size, runtime.in_channels)
     mode = "L" if runtime.in_channels == 1 else "RGB"
     for start in range(0, len(files), batch_size):
         chunk = files[start: start + batch_size]
@@ -155,13 +158,16 @@ def _image_batches(folder: Path, runtime, dataset: str | None, batch_size: int):
         yield torch.stack(images), None, [str(p) for p in chunk]
 
 
-def _split_batches(splits: Path, split: str, batch_size: int):
+def _split_batches(splits: Path, split: str, batch_size: int, runtime):
     """Yield ``(images, labels, sample_ids)`` batches of one split of SPLITS.json."""
     from torch.utils.data import DataLoader
 
-    from dyce.data.splits import load_split
+    from dyce.data.splits import load_split, load_splits
+    from dyce.network.timm_backbones import model_transform
 
-    loader = DataLoader(load_split(splits, split), batch_size=batch_size, shuffle=False)
+    info = load_splits(splits)
+    dataset = load_split(info, split, transform=model_transform(runtime.backbone, info))
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     for images, labels, sample_ids in loader:
         yield images, labels.numpy(), sample_ids.numpy()
 
@@ -178,7 +184,7 @@ def _predict(args: argparse.Namespace) -> int:
     runtime = EarlyExitRuntime.load(args.bundle, device=args.device)
     risk_line = _choose(runtime, args)
     if args.data is not None:
-        batches = _split_batches(args.data, args.split, args.batch_size)
+        batches = _split_batches(args.data, args.split, args.batch_size, runtime)
     else:
         batches = _image_batches(args.images, runtime, args.dataset or runtime.dataset,
                                  args.batch_size)

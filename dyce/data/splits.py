@@ -180,12 +180,15 @@ def open_pool(
     image_size: int | None = None,
     train_transforms: bool = False,
     download: bool = False,
+    transform: Callable | None = None,
     copies: int | None = None,
     deform_seed: int = 0,
 ) -> Dataset:
     """Open one pool of ``dataset``: a torch Dataset of ``(image (C, S, S) float, label int)``.
 
     ``train_transforms`` adds augmentation (random crop and flip; none for digits).
+    ``transform`` (PIL image -> tensor) replaces the dataset's preprocessing (CIFAR and image
+    folders), e.g. a pretrained model's own (:func:`dyce.network.timm_backbones.model_transform`).
     ``copies`` and ``deform_seed``: versions per source image and the seed of their deformations
     (``digits_deformed`` only; default :data:`dyce.data.deformed_digits.DEFAULT_COPIES`).
     Downloads only when ``download`` is true; otherwise a missing or empty ``root`` raises
@@ -205,7 +208,8 @@ def open_pool(
             raise DyceError(f"must be at least 1, got {copies}", field="copies")
         return DeformedDigitsPool(size, copies, deform_seed)
     path = _require_root(dataset, root, download)
-    transform = _image_transform(dataset, size, train_transforms)
+    if transform is None:
+        transform = _image_transform(dataset, size, train_transforms)
     if dataset in ("cifar10", "cifar100"):
         from torchvision.datasets import CIFAR10, CIFAR100
 
@@ -409,13 +413,18 @@ class SplitDataset(Dataset):
 
 
 def load_split(
-    splits: str | os.PathLike | Mapping[str, Any], split: str, *, train_transforms: bool = False
+    splits: str | os.PathLike | Mapping[str, Any],
+    split: str,
+    *,
+    train_transforms: bool = False,
+    transform: Callable | None = None,
 ) -> SplitDataset:
     """The torch Dataset of one split (``train``, ``search``, ``calib`` or ``val``) of a splits
     description.
 
-    Items are ``(image, label, sample_id)``; ``train_transforms`` adds augmentation. An empty
-    split (e.g. ``calib`` of a splits file without one) raises :class:`DyceError`.
+    Items are ``(image, label, sample_id)``; ``train_transforms`` adds augmentation;
+    ``transform`` replaces the dataset's preprocessing (see :func:`open_pool`). An empty split
+    (e.g. ``calib`` of a splits file without one) raises :class:`DyceError`.
     """
     info = load_splits(splits)
     where = info["_source"]
@@ -425,7 +434,7 @@ def load_split(
         )
     pool = open_pool(
         info["dataset"], info["pools"][split], root=info.get("root"),
-        image_size=info["image_size"], train_transforms=train_transforms,
+        image_size=info["image_size"], train_transforms=train_transforms, transform=transform,
         copies=info.get("copies"), deform_seed=int(info["seed"]),
     )
     pool_name = info["pools"][split]
