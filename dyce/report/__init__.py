@@ -3,8 +3,10 @@
 - :mod:`dyce.report.tables`: search/validation tables (polars), Pareto filter, single-exit
   points, savings at a tolerance.
 - :mod:`dyce.report.plots`: Pareto plots (matplotlib, Agg) and the summary table.
+- :mod:`dyce.report.html`: a table as a self-contained HTML page (for Snakemake's report).
 """
 
+from dyce.report.html import html_table, write_html_table
 from dyce.report.plots import combine_fronts, pareto_figure, save_pareto_plot, summary_table
 from dyce.report.tables import (
     config_to_json,
@@ -25,6 +27,7 @@ __all__ = [
     "combine_fronts",
     "config_to_json",
     "evaluate_table",
+    "html_table",
     "pareto_figure",
     "pareto_front",
     "parse_config",
@@ -37,5 +40,6 @@ __all__ = [
     "summary_figures",
     "summary_table",
     "write_csv",
+    "write_html_table",
     "write_table",
 ]

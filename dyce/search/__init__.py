@@ -19,6 +19,8 @@ Modules, in the order they build on each other:
 - :mod:`~dyce.search.circular_reference`: ``circular`` round by round (the reference; also the
   calibrated circular).
 - :mod:`~dyce.search.methods`: :func:`search_configs` by method name, and ``samethres``.
+- :mod:`~dyce.search.candidates`: each searched configuration's neighbours (raised and shared
+  thresholds), the default candidate set of the DyCE fronts.
 
 Glossary
 --------
@@ -61,6 +63,12 @@ fates
     every position (:class:`~dyce.search.fates.ConfigurationFates`).
 """
 
+from dyce.search.candidates import (
+    CANDIDATE_SETS,
+    CandidateResult,
+    densify,
+    search_candidates,
+)
 from dyce.search.context import SearchResult
 from dyce.search.cost import (
     CostScale,
@@ -73,14 +81,18 @@ from dyce.search.cost import (
 from dyce.search.methods import METHODS, samethres, search_configs
 
 __all__ = [
+    "CANDIDATE_SETS",
+    "CandidateResult",
     "METHODS",
     "CostScale",
     "SearchResult",
     "check_lambdas",
     "cost",
     "cost_scale",
+    "densify",
     "empty_config",
     "evaluation_cost",
     "samethres",
+    "search_candidates",
     "search_configs",
 ]

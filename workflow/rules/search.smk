@@ -15,6 +15,7 @@ rule search_lambda:
             "search/circular",
             "search/circular_reference",
             "search/methods",
+            "search/candidates",
             "report/tables",
         ),
         records="results/{dataset}/{model}/records/search.parquet",
