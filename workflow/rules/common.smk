@@ -220,6 +220,7 @@ def _settings(model, stage):
             "records": _settings(model, "records"),
             "normalize": search_setting(model, "normalize"),
             "calibration": search_setting(model, "calibration"),
+            "candidates": search_setting(model, "candidates"),
         }
     raise ValueError(f"unknown stage {stage}")
 
@@ -332,12 +333,14 @@ def bundle_fronts(wildcards):
 
 
 def search_options(wildcards):
-    """Normalisation and calibration flags of ``dyce search`` for one model."""
+    """Normalisation, calibration and candidate-set flags of ``dyce search`` for one model."""
     options = []
     if not search_setting(wildcards.model, "normalize"):
         options.append("--no-normalize")
     if search_setting(wildcards.model, "calibration"):
         options.append("--calibration")
+    if wildcards.method in ("onepass", "circular"):
+        options.append(f"--candidates {search_setting(wildcards.model, 'candidates')}")
     return " ".join(options)
 
 

@@ -6,6 +6,7 @@ rule search_lambda:
             "macs/info",
             "evaluate/exact",
             "search/searcher",
+            "search/candidates",
             "report/tables",
         ),
         records="results/{dataset}/{model}/records/search.parquet",
