@@ -2,6 +2,8 @@
 
 - :mod:`dyce.network.models`: backbones by name, taps (torchvision feature extraction),
   ``MultiExitNetwork``, exit checkpoints.
+- :mod:`dyce.network.timm_backbones`: timm models as ``timm:NAME`` (building, taps from
+  ``feature_info``, fx settings, preprocessing from the pretrained config).
 - :mod:`dyce.network.exit_heads`: exit heads ``mlp{L}x{W}`` (global average pooling + MLP).
 - :mod:`dyce.network.stages`: a traced backbone cut into sequential stages at its taps.
 - :mod:`dyce.network.features`: the pooled-feature cache exit training and recording can run on.
@@ -32,6 +34,7 @@ from dyce.network.models import (
     build_multi_exit_network,
     default_taps,
     graph_node_names,
+    is_known_model,
     load_exits_checkpoint,
     probe_tap_features,
     read_exits_checkpoint,
@@ -41,6 +44,7 @@ from dyce.network.models import (
     validate_taps,
 )
 from dyce.network.stages import run_stages, split_stages
+from dyce.network.timm_backbones import model_transform
 from dyce.network.training import (
     TrainResult,
     evaluate_accuracy,
@@ -68,8 +72,10 @@ __all__ = [
     "default_taps",
     "evaluate_accuracy",
     "graph_node_names",
+    "is_known_model",
     "load_backbone",
     "load_exits_checkpoint",
+    "model_transform",
     "loader_workers",
     "open_feature_cache",
     "parse_exit_type",
