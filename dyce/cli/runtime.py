@@ -37,6 +37,12 @@ def _register_bundle(subparsers: argparse._SubParsersAction) -> None:
                         help="EVAL.parquet (dyce evaluate) of every searched configuration, so "
                         "that predict --lambda runs the configuration searched for that λ; "
                         "without it --lambda accepts only the front's λ values")
+    parser.add_argument("--calibration-records", type=Path, default=None, metavar="CALIB",
+                        help="calibration records (the calib split) to store in the bundle: "
+                        "the default of 'dyce predict --risk'")
+    parser.add_argument("--search-records", type=Path, default=None, metavar="SEARCH",
+                        help="search records: each front configuration's loss there orders the "
+                        "tests of 'dyce predict --risk' (as in dyce select)")
     add_out(parser, "BUNDLE.pt")
     parser.set_defaults(func=_bundle)
 
@@ -45,7 +51,9 @@ def _bundle(args: argparse.Namespace) -> int:
     from dyce.runtime.inference import build_bundle
 
     summary = build_bundle(args.exits, args.front, args.macs_info, args.out,
-                           searched_tables=args.searched)
+                           searched_tables=args.searched,
+                           calibration_records=args.calibration_records,
+                           search_records=args.search_records)
     print(f"wrote {args.out}: {summary['configurations']} front configurations, "
           f"{summary['searched']} searched, "
           f"{summary['exit_heads']} of {summary['exit_heads_total']} exit heads kept")
@@ -76,16 +84,17 @@ def _register_predict(subparsers: argparse._SubParsersAction) -> None:
     choice.add_argument("--lambda", dest="lambda_value", type=float,
                         help="the configuration searched with this lambda (the nearest searched "
                         "one when the bundle keeps its searched table, else a front row's λ)")
-    choice.add_argument("--risk", nargs=2, type=float, metavar=("EPSILON", "DELTA"),
-                        help="cheapest configuration whose accuracy loss vs the original model "
-                        "is at most EPSILON with probability 1-DELTA (needs "
-                        "--calibration-records)")
+    choice.add_argument("--risk", nargs=2, type=float, metavar=("TOLERANCE", "DELTA"),
+                        help="cheapest front configuration whose relative accuracy drop vs the "
+                        "original model is at most TOLERANCE with probability 1-DELTA, tested "
+                        "on the bundle's calibration records (as dyce select does)")
     choice.add_argument("--config-index", type=int, help="row of the bundle's front")
     parser.add_argument("--method", default=None,
                         help="with --lambda: the search method when the front has several")
     parser.add_argument("--calibration-records", type=Path,
-                        help="RECORDS.parquet of held-out calibration samples (for --risk); for "
-                        "the guarantee, samples used neither to train, search nor validate")
+                        help="RECORDS.parquet of held-out calibration samples for --risk instead "
+                        "of the bundle's; for the guarantee, samples used neither to train, "
+                        "search nor validate")
     parser.add_argument("--bound", choices=("clopper-pearson", "hoeffding-bentkus"),
                         default="clopper-pearson", help="upper confidence bound for --risk")
     parser.add_argument("--dataset", default=None,
@@ -101,11 +110,9 @@ def _register_predict(subparsers: argparse._SubParsersAction) -> None:
 def _choose(runtime, args: argparse.Namespace) -> str:
     """Activate the configuration the arguments ask for; returns a line describing it."""
     if args.risk is not None:
-        if args.calibration_records is None:
-            raise DyceError("--risk needs --calibration-records", field="calibration_records")
-        epsilon, delta = args.risk
-        choice = runtime.set_risk(epsilon, delta, args.calibration_records, bound=args.bound)
-        return choice.summary()
+        tolerance, delta = args.risk
+        selection = runtime.set_risk(tolerance, delta, args.calibration_records, bound=args.bound)
+        return selection.summary(runtime.current.method)
     if args.budget is not None:
         runtime.set_budget(args.budget)
     elif args.lambda_value is not None:
