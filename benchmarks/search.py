@@ -19,7 +19,8 @@ the tree it lies in).
 
 The synthetic MACs are whole numbers, whose sums are exact in any order; ``--macs-scale 1e-9``
 (MACs in GMACs, as some ``macs_info`` files give them) makes them fractional, so that a change
-in the order of the float operations shows up in the dump too.
+in the order of the float operations shows up in the dump too. ``--calibration`` dumps the
+calibrated searches (calibrated onepass, and circular round by round), e.g. on 3 000 samples.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def worker(args: argparse.Namespace) -> None:
 
     from dyce.evaluate.exact import evaluate_config
     from dyce.macs.info import load_macs_info
-    from dyce.search.searcher import search_configs
+    from dyce.search import search_configs
     from tests.synthetic import make_synthetic_macs, make_synthetic_records
 
     start = time.perf_counter()
@@ -101,7 +102,7 @@ def dump(args: argparse.Namespace) -> None:
     import numpy as np
 
     from dyce.macs.info import load_macs_info
-    from dyce.search.searcher import search_configs
+    from dyce.search import search_configs
     from tests.synthetic import make_synthetic_macs, make_synthetic_records
 
     lambdas = np.linspace(args.lambdas[0], args.lambdas[1], int(args.lambdas[2])).tolist()
@@ -118,7 +119,8 @@ def dump(args: argparse.Namespace) -> None:
             backbone["ori_macs"] *= args.macs_scale
         macs = load_macs_info(macs)
         for method in args.methods:
-            results = search_configs(records, macs, method, lambdas, progress=False)
+            results = search_configs(records, macs, method, lambdas, progress=False,
+                                     calibration=args.calibration)
             out.append({"seed": seed, "method": method, "results": [
                 {"lambda": r.lambda_, "config": r.config, "cost": r.cost,
                  "evaluation": {k: v for k, v in dataclasses.asdict(r.evaluation).items()
@@ -161,6 +163,8 @@ def main() -> None:
     parser.add_argument("--dump", metavar="PATH", help="write every result as JSON and exit")
     parser.add_argument("--macs-scale", type=float, default=1.0,
                         help="with --dump: multiply every MACs figure (1e-9: fractional GMACs)")
+    parser.add_argument("--calibration", action="store_true",
+                        help="--dump: search with the calibrated accuracy (use few samples)")
     parser.add_argument("--method", help=argparse.SUPPRESS)  # worker mode
     args = parser.parse_args()
     if args.dump:

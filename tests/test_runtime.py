@@ -22,7 +22,7 @@ from dyce.records.format import read_records
 from dyce.records.recording import record_split
 from dyce.report.tables import evaluate_table, pareto_front, search_table, write_table
 from dyce.runtime.inference import EarlyExitRuntime, build_bundle, load_bundle
-from dyce.search.searcher import search_configs
+from dyce.search import search_configs
 
 EXIT_TYPES = ("mlp1x1000", "mlp3x500")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -98,7 +98,7 @@ def original_entry(num_positions: int) -> FrontEntry:
     return FrontEntry(((-1, 1.0),) * (num_positions - 1), "original", None, None, None, 1.0, 1.0)
 
 
-def check_config(
+def resolve_config(
     config: Any, num_positions: int, num_exit_types: int, *, where: str | None = None,
     field_name: str = "config",
 ) -> tuple[tuple[tuple[int, float], ...], int | None]:
@@ -153,7 +153,7 @@ def read_front(paths: Sequence[str | os.PathLike], num_positions: int,
         rows = df.to_dicts()
         for row_index, row in enumerate(rows):
             field_name = f"config (row {row_index})"
-            config, patience = check_config(row["config"], num_positions, num_exit_types,
+            config, patience = resolve_config(row["config"], num_positions, num_exit_types,
                                             where=str(path), field_name=field_name)
             for column in ("relative_macs", "relative_acc"):
                 value = row[column]
@@ -530,7 +530,7 @@ class EarlyExitRuntime:
                 raise DyceError(f"index {index} outside the front's 0..{len(self.front) - 1}",
                                 path=self.source, field="config")
             return self._activate(self.front[index])
-        config, patience = check_config(index_or_config, self.num_positions,
+        config, patience = resolve_config(index_or_config, self.num_positions,
                                         len(self.exit_types), where=self.source)
         for entry in self.front:
             if entry.config == config and entry.patience == patience:

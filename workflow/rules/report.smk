@@ -31,18 +31,21 @@ rule plot:
     params:
         upstream=provenance("search"),
         title=lambda wildcards: f"{wildcards.model} on {wildcards.dataset} (validation)",
+        tolerance=config["summary"]["tolerance"],
     shell:
         "dyce plot {input.fronts} --records {input.records} --macs-info {input.macs}"
-        " --title '{params.title}' --out {output} > {log} 2>&1"
+        " --title '{params.title}' --tolerance {params.tolerance} --out {output}"
+        " > {log} 2>&1"
 
 
 rule model_summary:
     input:
-        library("summary", "report/tables", "report/plots"),
+        library("summary", "report/tables", "report/plots", "report/html"),
         fronts=fronts,
     output:
-        report(
-            "results/{dataset}/{model}/summary.csv",
+        csv="results/{dataset}/{model}/summary.csv",
+        html=report(
+            "results/{dataset}/{model}/summary.html",
             caption="../report/model_summary.rst",
             category="Summaries",
             labels={"dataset": "{dataset}", "model": "{model}"},
@@ -60,21 +63,23 @@ rule model_summary:
     params:
         upstream=provenance("search"),
         tolerance=config["summary"]["tolerance"],
+        caption=lambda wildcards: f"{wildcards.model} on {wildcards.dataset}",
     shell:
-        "dyce summary {input.fronts} --tolerance {params.tolerance} --out {output}"
-        " > {log} 2>&1"
+        "dyce summary {input.fronts} --tolerance {params.tolerance} --out {output.csv}"
+        " --html {output.html} --caption '{params.caption}' > {log} 2>&1"
 
 
 rule summary:
     input:
-        library("summary", "report/tables", "report/plots"),
+        library("summary", "report/tables", "report/plots", "report/html"),
         fronts=all_fronts(),
     output:
-        report(
-            "results/summary.csv",
+        csv="results/summary.csv",
+        html=report(
+            "results/summary.html",
             caption="../report/summary.rst",
             category="Summaries",
-            labels={"table": "all models"},
+            labels={"dataset": "all", "model": "all models"},
         ),
     log:
         "logs/summary.log",
@@ -89,4 +94,5 @@ rule summary:
     params:
         tolerance=config["summary"]["tolerance"],
     shell:
-        "dyce summary {input.fronts} --tolerance {params.tolerance} --out {output} > {log} 2>&1"
+        "dyce summary {input.fronts} --tolerance {params.tolerance} --out {output.csv}"
+        " --html {output.html} --caption 'all models' > {log} 2>&1"
