@@ -667,7 +667,7 @@ class EarlyExitRuntime:
 
     def set_risk(self, tolerance: float, delta: float,
                  calibration_records: ExitRecords | str | os.PathLike | None = None,
-                 bound: str = "clopper-pearson") -> Selection:
+                 bound: str = "clopper-pearson", loss: str = "auto") -> Selection:
         """Cheapest front configuration whose relative accuracy drop vs the original model is
         ``<= tolerance`` with probability ``>= 1 - delta``, tested on calibration records.
 
@@ -695,7 +695,7 @@ class EarlyExitRuntime:
         candidates = [Candidate(e.as_config(), e.relative_macs, {"index": i},
                                 search_loss=e.search_loss) for i, e in enumerate(self.front)]
         selection = select_operating_point(candidates, records, self.macs, tolerance=tolerance,
-                                           delta=delta, bound=bound,
+                                           delta=delta, bound=bound, loss=loss,
                                            order="risk" if ranked else "macs")
         self._activate(self.front[selection.search_row["index"]] if selection.passed
                        else original_entry(self.num_positions))
