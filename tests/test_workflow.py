@@ -20,6 +20,9 @@ import psutil
 import pytest
 import yaml
 
+from dyce.cli.import_closure import import_closure
+from dyce.cli.workflow_cmd import command_modules
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 TINY = "config/test/tiny.yaml"
@@ -71,6 +74,32 @@ def parse_jobs(text: str) -> list[tuple[str, str]]:
     return jobs
 
 
+def parse_job_details(text: str) -> list[tuple[str, list[str], str]]:
+    """``(rule, inputs, shell command)`` of every job of a ``--dry-run --printshellcmds``."""
+    jobs, rule, inputs = [], None, []
+    for line in text.splitlines():
+        header = JOB_HEADER.match(line)
+        if header:
+            rule, inputs = header.group(1), []
+        elif rule is not None and line.startswith("    input: "):
+            inputs = line[len("    input: "):].split(", ")
+        elif rule is not None and line.startswith("Shell command: "):
+            if rule != "all":
+                jobs.append((rule, inputs, line[len("Shell command: "):]))
+            rule = None
+    return jobs
+
+
+def shell_rules() -> set[str]:
+    """Rules of workflow/rules/*.smk that run a command."""
+    rules = set()
+    for path in (REPO / "workflow" / "rules").glob("*.smk"):
+        parts = re.split(r"^rule (\w+):\n", path.read_text(), flags=re.MULTILINE)
+        rules |= {name for name, body in zip(parts[1::2], parts[2::2], strict=True)
+                  if "    shell:" in body}
+    return rules
+
+
 def planned(workdir: Path, config: str = TINY) -> list[tuple[str, str]]:
     """Jobs a run would execute now (dry run)."""
     result = snakemake(workdir, "--dry-run", config=config)
@@ -115,7 +144,7 @@ def branch(tiny: dict, model: str) -> dict[str, int]:
     jobs = {
         "train_exits": 1,
         "record": len(tiny["record"]["splits"]),
-        "search_lambda": len(methods) * len(search["lambdas"]),
+        "search_dyce": len(methods),
         "search_peer": len(peers),
         "evaluate": len(methods) + len(peers),
         "front": len(methods) + len(peers),
@@ -176,13 +205,13 @@ def test_exit_training_change_reruns_only_that_models_branch(base, tiny):
 
 
 @pytest.mark.slow
-def test_one_more_lambda_runs_exactly_one_search(base, tiny):
+def test_one_more_lambda_reruns_that_models_dyce_searches_only(base, tiny):
     def change(config):
         config["models"]["b"]["search"]["lambdas"] = tiny["search"]["lambdas"] + [0.95]
 
     jobs = planned(base["dir"], write_config(base["dir"], "one_more_lambda", change))
     assert sorted(jobs) == sorted([
-        ("search_lambda", "results/digits/b/search/onepass/lambda_0.95.parquet"),
+        ("search_dyce", "results/digits/b/search/onepass.parquet"),
         ("evaluate", "results/digits/b/eval/onepass.parquet"),
         ("front", "results/digits/b/front/onepass.parquet"),
         ("plot", "results/digits/b/pareto.png"),
@@ -261,6 +290,26 @@ def test_killed_job_leaves_nothing_accepted_and_is_redone(base, tmp_path, tiny):
     assert exits.exists() and planned(workdir, config) == []
 
 
+# --------------------------------------------------------------------------- library inputs
+
+
+def test_every_rule_declares_exactly_the_import_closure_of_its_command(config_only):
+    """A job's declared dyce files are the static import closure of its command's CLI module
+    and of dyce.cli: nothing listed by hand, nothing missing, nothing else."""
+    config = write_config(config_only, "closure",
+                          lambda c: c["models"]["a"].update(search={"lambda_chunks": 2}))
+    result = snakemake(config_only, "--dry-run", "--printshellcmds", config=config)
+    jobs = parse_job_details(result.stdout + result.stderr)
+    modules = command_modules()
+    for rule, inputs, shell in jobs:
+        command = re.match(r"dyce ([a-z-]+) ", shell).group(1)
+        closure = import_closure(config_only / "dyce", ["dyce.cli", modules[command]])
+        expected = {str(path.relative_to(config_only)) for path in closure}
+        declared = {name for name in inputs if name.startswith("dyce/")}
+        assert declared == expected, (rule, sorted(declared ^ expected))
+    assert {rule for rule, _, _ in jobs} == shell_rules()
+
+
 # --------------------------------------------------------------------------- bad configs
 
 
@@ -276,13 +325,16 @@ def config_only(tmp_path_factory):
         (lambda c: c["search"].update(lambdas=[-0.1, 0.9]), "['search']['lambdas'][0]"),
         (lambda c: c["search"].update(methods=["onepass", "greedy"]), "['search']['methods']"),
         (lambda c: c["models"]["a"].update(dataset="mnist"), "models.a.dataset"),
-        (lambda c: c["datasets"].update(mnist={"seed": 0}), "'mnist'"),
+        (lambda c: c["datasets"].update(mnist={"seed": 0}), "datasets.mnist.kind"),
+        (lambda c: c["datasets"].update(my_digits={"kind": "mnist"}),
+         "['datasets']['my_digits']['kind']"),
         (lambda c: c["models"]["a"].update(architecture="resnet_9000"), "models.a.architecture"),
         (lambda c: c["models"]["b"]["exit_training"].update(epochs=0),
          "['models']['b']['exit_training']['epochs']"),
         (lambda c: c.update(colour="blue"), "colour"),
     ],
-    ids=["negative-lambda", "unknown-method", "unknown-dataset-ref", "unknown-dataset",
+    ids=["negative-lambda", "unknown-method", "unknown-dataset-ref", "name-without-kind",
+         "unknown-kind",
          "unknown-model", "zero-epochs", "unknown-key"],
 )
 def test_bad_config_stops_before_any_job_naming_the_key(config_only, change, key, request):
@@ -307,13 +359,51 @@ def test_html_report_is_self_contained_with_plots_tables_and_captions(base):
     assert planned(base["dir"]) == []  # reporting changes nothing
 
 
+def test_datasets_are_named_and_results_land_under_the_name(config_only):
+    def change(config):
+        config["datasets"] = {"mine": {**config["datasets"]["digits"], "kind": "digits"},
+                              "digits": {"seed": 3}}
+        config["models"]["a"]["dataset"] = "mine"
+
+    config = write_config(config_only, "named", change)
+    result = snakemake(config_only, "--dry-run", "--printshellcmds", config=config)
+    output = result.stdout + result.stderr
+    jobs = parse_jobs(output)
+    assert ("prepare_data", "results/mine/splits.json") in jobs
+    assert ("prepare_data", "results/digits/splits.json") in jobs
+    assert {output for rule, output in jobs if model_of(output) == "a"} == {
+        output for rule, output in jobs if output.startswith("results/mine/a/")}
+    assert "dyce prepare-data --dataset digits --seed 0" in output
+    assert "dyce prepare-data --dataset digits --seed 3" in output
+    assert "--model a --dataset mine" in output
+
+
+def test_lambda_chunks_split_the_grid_into_that_many_jobs_and_a_merge(config_only):
+    def change(config):
+        config["models"]["a"]["search"] = {"lambda_chunks": 2, "lambdas": [0.5, 0.6, 0.7]}
+
+    result = snakemake(config_only, "--dry-run", "--printshellcmds",
+                       config=write_config(config_only, "chunks", change))
+    output = result.stdout + result.stderr
+    jobs = parse_jobs(output)
+    chunks = sorted(out for rule, out in jobs if rule == "search_chunk")
+    assert chunks == [f"results/digits/a/search/{method}/chunk_{index}.parquet"
+                      for method in ("circular", "onepass") for index in (0, 1)]
+    assert sorted(out for rule, out in jobs if rule == "search_merge") == [
+        "results/digits/a/search/circular.parquet", "results/digits/a/search/onepass.parquet"]
+    assert [out for rule, out in jobs if rule == "search_dyce"] == [
+        "results/digits/b/search/onepass.parquet"]
+    grids = re.findall(r"--lambda ([0-9. ]+?) +--model a ", output)
+    assert sorted(grids) == ["0.5 0.6", "0.5 0.6", "0.7", "0.7"]
+
+
 @pytest.mark.parametrize(
     ("target", "rules"),
     [
         ("records", {"prepare_data", "train_backbone", "train_exits", "record"}),
         ("macs", {"macs_analysis"}),
         ("search", {"prepare_data", "train_backbone", "train_exits", "record", "macs_analysis",
-                    "search_lambda", "search_peer"}),
+                    "search_dyce", "search_peer"}),
     ],
 )
 def test_named_targets_plan_only_what_they_need(config_only, target, rules):

@@ -1,7 +1,7 @@
 rule plot:
     input:
-        library("plot", "records", "macs_info", "evaluate", "results", "plots"),
-        fronts=fronts,
+        get_library_inputs("plot"),
+        fronts=get_fronts,
         records="results/{dataset}/{model}/records/val.parquet",
         macs="results/{dataset}/{model}/macs_info.json",
     output:
@@ -22,7 +22,7 @@ rule plot:
         mem_mb=2000,
         runtime=10,
     params:
-        upstream=provenance("search"),
+        upstream=get_upstream_digest("search"),
         title=lambda wildcards: f"{wildcards.model} on {wildcards.dataset} (validation)",
     shell:
         "dyce plot {input.fronts} --records {input.records} --macs-info {input.macs}"
@@ -31,8 +31,8 @@ rule plot:
 
 rule model_summary:
     input:
-        library("summary", "results", "plots"),
-        fronts=fronts,
+        get_library_inputs("summary"),
+        fronts=get_fronts,
     output:
         report(
             "results/{dataset}/{model}/summary.csv",
@@ -51,7 +51,7 @@ rule model_summary:
         mem_mb=1000,
         runtime=10,
     params:
-        upstream=provenance("search"),
+        upstream=get_upstream_digest("search"),
         tolerance=config["summary"]["tolerance"],
     shell:
         "dyce summary {input.fronts} --tolerance {params.tolerance} --out {output}"
@@ -60,8 +60,8 @@ rule model_summary:
 
 rule summary:
     input:
-        library("summary", "results", "plots"),
-        fronts=all_fronts(),
+        get_library_inputs("summary"),
+        fronts=get_all_fronts(),
     output:
         report(
             "results/summary.csv",
