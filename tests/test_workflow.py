@@ -74,20 +74,32 @@ def parse_jobs(text: str) -> list[tuple[str, str]]:
     return jobs
 
 
-def parse_job_details(text: str) -> list[tuple[str, list[str], str]]:
-    """``(rule, inputs, shell command)`` of every job of a ``--dry-run --printshellcmds``."""
-    jobs, rule, inputs = [], None, []
+def parse_job_details(text: str) -> list[dict[str, str | list[str]]]:
+    """Rule, inputs, first output, reason and shell command of every job of a
+    ``--dry-run --printshellcmds`` (``all`` left out)."""
+    jobs, job = [], None
     for line in text.splitlines():
         header = JOB_HEADER.match(line)
         if header:
-            rule, inputs = header.group(1), []
-        elif rule is not None and line.startswith("    input: "):
-            inputs = line[len("    input: "):].split(", ")
-        elif rule is not None and line.startswith("Shell command: "):
-            if rule != "all":
-                jobs.append((rule, inputs, line[len("Shell command: "):]))
-            rule = None
+            job = {"rule": header.group(1), "inputs": [], "reason": ""}
+        elif job is not None and line.startswith("    input: "):
+            job["inputs"] = line[len("    input: "):].split(", ")
+        elif job is not None and line.startswith("    output: "):
+            job["output"] = line[len("    output: "):].split(", ")[0]
+        elif job is not None and line.startswith("    reason: "):
+            job["reason"] = line[len("    reason: "):]
+        elif job is not None and line.startswith("Shell command: "):
+            if job["rule"] != "all":
+                jobs.append({**job, "shell": line[len("Shell command: "):]})
+            job = None
     return jobs
+
+
+def library_closure(workdir: Path, shell: str) -> set[str]:
+    """The dyce files the command of ``shell`` imports (static closure, relative paths)."""
+    command = re.match(r"dyce ([a-z-]+) ", shell).group(1)
+    closure = import_closure(workdir / "dyce", ["dyce.cli", command_modules()[command]])
+    return {str(path.relative_to(workdir)) for path in closure}
 
 
 def shell_rules() -> set[str]:
@@ -232,16 +244,30 @@ def test_dataset_seed_change_reruns_everything_downstream(base):
 
 
 @pytest.mark.slow
-def test_library_change_reruns_only_the_stages_that_import_it(base):
-    plots = base["dir"] / "dyce" / "plots.py"
-    original, stat = plots.read_text(), plots.stat()
+@pytest.mark.parametrize(("module", "expected"), [
+    ("report/plots.py", {"plot": 2, "model_summary": 2, "summary": 1}),
+    ("search/cuts.py", {"search_dyce": 3, "search_peer": 4, "evaluate": 7, "front": 7,
+                        "plot": 2, "model_summary": 2, "summary": 1, "bundle": 2}),
+])
+def test_editing_a_module_reruns_exactly_the_jobs_that_import_it(base, module, expected):
+    """The jobs whose command imports the module rerun for it; the rest of the plan is what
+    depends on their outputs."""
+    path = base["dir"] / "dyce" / module
+    original, stat = path.read_text(), path.stat()
     try:
-        plots.write_text(original + "\n# changed\n")
-        jobs = planned(base["dir"])
+        path.write_text(original + "\n# changed\n")
+        result = snakemake(base["dir"], "--dry-run", "--printshellcmds")
     finally:
-        plots.write_text(original)
-        os.utime(plots, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    assert by_rule(jobs) == {"plot": 2, "model_summary": 2, "summary": 1}
+        path.write_text(original)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    output = result.stdout + result.stderr
+    assert by_rule(parse_jobs(output)) == expected
+    jobs = parse_job_details(output)
+    importing = {(job["rule"], job["output"]) for job in jobs
+                 if f"dyce/{module}" in library_closure(base["dir"], job["shell"])}
+    updated = {(job["rule"], job["output"]) for job in jobs
+               if re.search(r"Updated input files: [^;]*dyce/", job["reason"])}
+    assert importing and updated == importing
     assert planned(base["dir"]) == []
 
 
@@ -300,14 +326,11 @@ def test_every_rule_declares_exactly_the_import_closure_of_its_command(config_on
                           lambda c: c["models"]["a"].update(search={"lambda_chunks": 2}))
     result = snakemake(config_only, "--dry-run", "--printshellcmds", config=config)
     jobs = parse_job_details(result.stdout + result.stderr)
-    modules = command_modules()
-    for rule, inputs, shell in jobs:
-        command = re.match(r"dyce ([a-z-]+) ", shell).group(1)
-        closure = import_closure(config_only / "dyce", ["dyce.cli", modules[command]])
-        expected = {str(path.relative_to(config_only)) for path in closure}
-        declared = {name for name in inputs if name.startswith("dyce/")}
-        assert declared == expected, (rule, sorted(declared ^ expected))
-    assert {rule for rule, _, _ in jobs} == shell_rules()
+    for job in jobs:
+        declared = {name for name in job["inputs"] if name.startswith("dyce/")}
+        expected = library_closure(config_only, job["shell"])
+        assert declared == expected, (job["rule"], sorted(declared ^ expected))
+    assert {job["rule"] for job in jobs} == shell_rules()
 
 
 # --------------------------------------------------------------------------- bad configs
