@@ -1,4 +1,9 @@
-"""Recording: run a multi-exit network over one split and stream its exit records to Parquet."""
+"""Recording: run a multi-exit network over one split and stream its exit records to Parquet.
+
+:func:`record_split` runs the whole network (optionally one shard of the split, see
+:mod:`dyce.shards`); :func:`record_features` runs only the exit heads, on a feature cache of the
+split (:mod:`dyce.features`).
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,16 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from dyce.device import autocast, loader_workers, pin_memory, resolve_device
 from dyce.errors import DyceError
 from dyce.records import RecordWriter
-from dyce.train import resolve_device
+from dyce.shards import SHARD_KEY, Shard, shard_description, shard_range
 
 
 def exit_topk(
@@ -50,7 +57,9 @@ def record_split(
     model: str,
     dataset_name: str,
     split: str,
-    num_workers: int = 0,
+    num_workers: int | str = 0,
+    amp: str = "off",
+    shard: Shard | None = None,
 ) -> int:
     """Write the exit records of ``net`` on ``dataset`` to ``out_path`` (Parquet); returns N.
 
@@ -58,6 +67,10 @@ def record_split(
     ``spec`` naming ``exit_types`` and ``taps``); ``dataset`` yields ``(image, label, sample_id)``
     (see :func:`dyce.data.load_split`). Batches stream through :class:`dyce.records.RecordWriter`,
     so memory stays bounded and nothing is left at ``out_path`` if recording fails.
+    ``shard``: record only that shard's samples (:func:`dyce.shards.shard_range`; the file's
+    ``extra.shard`` describes it, :func:`dyce.shards.concat_records` joins the shards).
+    ``num_workers``: DataLoader processes or ``"auto"``; ``amp``: mixed precision
+    (:mod:`dyce.device`); softmax and top-k are computed in float32.
     """
     spec = dict(net.spec)
     exit_types = [str(name) for name in spec["exit_types"]]
@@ -70,14 +83,19 @@ def record_split(
         raise DyceError(f"split '{split}' has no samples", field="split")
     target = resolve_device(device)
     net.eval().to(target)
+    start, stop = shard_range(len(dataset), batch_size, shard)
+    extra = None if shard is None else {
+        SHARD_KEY: shard_description(shard, start, stop, len(dataset))}
+    part = dataset if shard is None else Subset(dataset, range(start, stop))
     loader = DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-        pin_memory=target.type == "cuda",
+        part, batch_size=batch_size, shuffle=False,
+        num_workers=loader_workers(num_workers, target), pin_memory=pin_memory(target),
     )
     exit_count = len(exit_types)
 
     def run(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        final_logits, exit_logits = net(images.to(target, non_blocking=True))
+        with autocast(target, amp):
+            final_logits, exit_logits = net(images.to(target, non_blocking=True))
         if final_logits.shape[-1] != num_classes:
             raise DyceError(
                 f"model gives {final_logits.shape[-1]} classes, its spec says {num_classes}",
@@ -104,8 +122,8 @@ def record_split(
     with RecordWriter(
         Path(out_path), exit_types=exit_types, num_positions=num_positions,
         num_classes=num_classes, topk=topk, model=model, dataset=dataset_name, split=split,
-        position_names=_position_names(spec, num_positions),
-    ) as writer, tqdm(total=len(dataset), desc=f"record {split}", unit="sample",
+        position_names=_position_names(spec, num_positions), extra=extra,
+    ) as writer, tqdm(total=len(part), desc=f"record {split}", unit="sample",
                       leave=False) as bar:
         for labels, sample_ids, preds, confs in outputs():
             writer.append(
@@ -115,3 +133,56 @@ def record_split(
             count += len(labels)
             bar.update(len(labels))
     return count
+
+
+@torch.inference_mode()
+def record_features(
+    net: nn.Module,
+    features: str | os.PathLike,
+    *,
+    topk: int,
+    batch_size: int,
+    device: str | torch.device,
+    out_path: str | os.PathLike,
+    model: str,
+    sample_ids: Sequence[int] | None = None,
+) -> int:
+    """Records of ``net``'s exit heads on a feature cache (no backbone pass); returns N.
+
+    ``features`` is a cache folder of one split made with ``net``'s backbone and taps
+    (:func:`dyce.features.cache_features`); ``sample_ids``, when given, must be the cached ones
+    (the split in SPLITS.json). The final head's record comes from the cached logits. The file
+    equals :func:`record_split` on the same split up to float rounding (exactly, with a float32
+    cache and the same batch size on the CPU).
+    """
+    from dyce.features import check_cache_fits, exit_logits_from_pooled, open_feature_cache
+
+    cache = open_feature_cache(features)
+    check_cache_fits(cache, net, sample_ids=sample_ids)
+    spec = dict(net.spec)
+    exit_types = [str(name) for name in spec["exit_types"]]
+    num_classes = int(spec["num_classes"])
+    if not 1 <= topk <= num_classes:
+        raise DyceError(f"must lie in [1, {num_classes}], got {topk}", field="topk")
+    if batch_size < 1:
+        raise DyceError(f"must be at least 1, got {batch_size}", field="batch_size")
+    target = resolve_device(device)
+    net.eval().to(target)
+    num_positions = len(cache.taps) + 1
+    split = cache.meta["split"]
+    with RecordWriter(
+        Path(out_path), exit_types=exit_types, num_positions=num_positions,
+        num_classes=num_classes, topk=topk, model=model, dataset=cache.meta["dataset"],
+        split=split, position_names=_position_names(spec, num_positions),
+    ) as writer, tqdm(total=cache.num_samples, desc=f"record {split} (cache)", unit="sample",
+                      leave=False) as bar:
+        for start in range(0, cache.num_samples, batch_size):
+            rows = slice(start, start + batch_size)
+            pooled = [torch.from_numpy(np.array(tap[rows], dtype=np.float32)).to(target)
+                      for tap in cache.taps]
+            final_logits = torch.from_numpy(np.array(cache.final[rows])).to(target)
+            preds, confs = exit_topk(final_logits, exit_logits_from_pooled(net, pooled), topk)
+            writer.append(np.asarray(cache.labels[rows]), preds.cpu().numpy(),
+                          confs.cpu().numpy(), sample_ids=np.asarray(cache.sample_ids[rows]))
+            bar.update(len(final_logits))
+    return cache.num_samples

@@ -29,6 +29,14 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from dyce.data import load_split, load_splits
+from dyce.device import (
+    autocast,
+    check_amp,
+    grad_scaler,
+    loader_workers,
+    pin_memory,
+    resolve_device,
+)
 from dyce.errors import DyceError
 from dyce.io import atomic_path, plain_value
 
@@ -50,21 +58,6 @@ class TrainResult(NamedTuple):
     history: list[dict[str, Any]]
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` → CUDA when present, else CPU; anything else as ``torch.device``."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as error:
-        raise DyceError(f"unknown device '{device}'", field="device") from error
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise DyceError("CUDA requested but not available", field="device")
-    return resolved
-
-
 def _check_hyperparameters(epochs: int, lr: float, batch_size: int, weight_decay: float) -> None:
     if epochs < 1:
         raise DyceError(f"must be at least 1, got {epochs}", field="epochs")
@@ -79,13 +72,28 @@ def _check_hyperparameters(epochs: int, lr: float, batch_size: int, weight_decay
 def _epoch_loader(
     dataset: Dataset, batch_size: int, seed: int, epoch: int, num_workers: int, device: torch.device
 ) -> DataLoader:
-    """Shuffled loader of one epoch; the order depends only on ``(seed, epoch)``."""
+    """Shuffled loader of one epoch; the order depends only on ``(seed, epoch)``.
+
+    A feature cache (:class:`dyce.features.CachedBatches`) is read a whole batch per index
+    list, in the same batches as the images would be.
+    """
+    from dyce.features import CachedBatches, epoch_loader
+
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    if isinstance(dataset, CachedBatches):
+        return epoch_loader(dataset, batch_size, generator, device)
     return DataLoader(
         dataset, batch_size=batch_size, shuffle=True, generator=generator,
         drop_last=len(dataset) > batch_size, num_workers=num_workers,
-        pin_memory=device.type == "cuda", persistent_workers=False,
+        pin_memory=pin_memory(device), persistent_workers=False,
     )
+
+
+def _to_device(inputs: Any, device: torch.device) -> Any:
+    """A tensor, or nested tuples/lists of tensors, moved to ``device``."""
+    if isinstance(inputs, torch.Tensor):
+        return inputs.to(device, non_blocking=True)
+    return type(inputs)(_to_device(item, device) for item in inputs)
 
 
 def _steps_per_epoch(dataset: Dataset, batch_size: int) -> int:
@@ -115,7 +123,8 @@ def _load_checkpoint(checkpoint_dir: Path | None, settings: dict[str, Any]) -> d
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise DyceError("not a dyce training checkpoint", path=path, field="format")
     saved = state.get("settings", {})
-    for key, value in settings.items():
+    for key in [*settings, *(key for key in saved if key not in settings)]:
+        value = settings.get(key)
         if saved.get(key) != value:
             raise DyceError(
                 f"checkpoint was made with {key}={saved.get(key)!r}, this run has {value!r}; "
@@ -157,7 +166,7 @@ def _fit(
     *,
     trainable: nn.Module,
     set_mode: Callable[[], None],
-    step: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    step: Callable[[Any, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
     dataset: Dataset,
     epochs: int,
     lr: float,
@@ -169,11 +178,13 @@ def _fit(
     settings: dict[str, Any],
     num_workers: int,
     desc: str,
+    amp: str = "off",
 ) -> list[dict[str, Any]]:
     """Train the parameters of ``trainable`` that require grad; returns the history.
 
-    ``step(images, labels)`` returns ``(loss, correct)``: the scalar loss of the batch and the
-    number of correct top-1 predictions (a tensor, one entry per head).
+    ``step(inputs, labels)`` returns ``(loss, correct)``: the scalar loss of the batch and the
+    number of correct top-1 predictions (a tensor, one entry per head); it runs under the mixed
+    precision ``amp`` (fp16 on CUDA with a loss scaler).
     """
     params = [p for p in trainable.parameters() if p.requires_grad]
     if not params:
@@ -184,6 +195,7 @@ def _fit(
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
     total_steps = epochs * _steps_per_epoch(dataset, batch_size)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    scaler = grad_scaler(device, amp)
     folder = None if checkpoint_dir is None else Path(checkpoint_dir)
     history: list[dict[str, Any]] = []
     start_epoch = 0
@@ -193,6 +205,8 @@ def _fit(
         optimizer.load_state_dict(resumed["optimizer_state"])
         scheduler.load_state_dict(resumed["scheduler_state"])
         _restore_rng_states(resumed["rng_states"])
+        if scaler.is_enabled() and "scaler_state" in resumed:
+            scaler.load_state_dict(resumed["scaler_state"])
         history = list(resumed["history"])
         start_epoch = int(resumed["epoch"])
     for epoch in range(start_epoch, epochs):
@@ -200,13 +214,15 @@ def _fit(
         loader = _epoch_loader(dataset, batch_size, seed, epoch, num_workers, device)
         loss_sum, correct_sum, seen = 0.0, None, 0
         bar = tqdm(loader, desc=f"{desc} {epoch + 1}/{epochs}", unit="batch", leave=False)
-        for images, labels, _ in bar:
-            images = images.to(device, non_blocking=True)
+        for inputs, labels, _ in bar:
+            inputs = _to_device(inputs, device)
             labels = labels.to(device, non_blocking=True)
-            loss, correct = step(images, labels)
+            with autocast(device, amp):
+                loss, correct = step(inputs, labels)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             loss_sum += float(loss.detach()) * len(labels)
             correct = correct.detach().double().cpu()
@@ -227,6 +243,7 @@ def _fit(
                 "scheduler_state": scheduler.state_dict(),
                 "rng_states": _rng_states(),
                 "history": history,
+                **({"scaler_state": scaler.state_dict()} if scaler.is_enabled() else {}),
             })
     return history
 
@@ -256,15 +273,22 @@ def train_backbone(
     seed: int,
     device: str | torch.device = "auto",
     checkpoint_dir: str | os.PathLike | None = None,
-    num_workers: int = 0,
+    num_workers: int | str = 0,
+    amp: str = "off",
 ) -> TrainResult:
-    """Train backbone ``model_name`` (random init, cross-entropy) on the ``train`` split."""
+    """Train backbone ``model_name`` (random init, cross-entropy) on the ``train`` split.
+
+    ``num_workers``: DataLoader processes, or ``"auto"`` (:func:`dyce.device.loader_workers`);
+    ``amp``: mixed precision ``off``, ``bf16`` or ``fp16`` (:mod:`dyce.device`).
+    """
     from dyce.models import build_backbone
 
     _check_hyperparameters(epochs, lr, batch_size, weight_decay)
+    check_amp(amp)
     info = load_splits(splits)
     spec = backbone_spec(info, model_name)
     target = resolve_device(device)
+    num_workers = loader_workers(num_workers, target)
     torch.manual_seed(seed)
     model = build_backbone(
         model_name, num_classes=spec["num_classes"], in_channels=spec["in_channels"],
@@ -279,12 +303,13 @@ def train_backbone(
     settings = {
         "kind": "backbone", "spec": spec, "epochs": epochs, "lr": lr, "batch_size": batch_size,
         "weight_decay": weight_decay, "seed": seed, "train_size": len(dataset),
+        **({"amp": amp} if amp != "off" else {}),
     }
     history = _fit(
         trainable=model, set_mode=model.train, step=step, dataset=dataset, epochs=epochs, lr=lr,
         batch_size=batch_size, weight_decay=weight_decay, seed=seed, device=target,
         checkpoint_dir=checkpoint_dir, settings=settings, num_workers=num_workers,
-        desc="backbone epoch",
+        desc="backbone epoch", amp=amp,
     )
     model.eval()
     return TrainResult(model, spec, history)
@@ -424,12 +449,20 @@ def train_exits(
     seed: int,
     device: str | torch.device = "auto",
     checkpoint_dir: str | os.PathLike | None = None,
-    num_workers: int = 0,
+    num_workers: int | str = 0,
+    amp: str = "off",
+    features: str | os.PathLike | None = None,
 ) -> TrainResult:
     """Train every exit head of ``net`` (a ``MultiExitNetwork``) jointly on the ``train`` split.
 
     The backbone is frozen. The initial exit weights are those ``net`` arrives with (seed the
     construction for reproducibility); ``seed`` fixes the shuffling and augmentation.
+
+    With ``features`` (a cache folder of the ``train`` split written by
+    :func:`dyce.features.cache_features` with ``net``'s backbone) the heads train on the cached
+    pooled features and final logits: the backbone never runs, and there is no augmentation
+    (the cache holds the evaluation transforms). The batches are the same as without a cache.
+    ``num_workers`` and ``amp`` as in :func:`train_backbone`.
     """
     _check_hyperparameters(epochs, lr, batch_size, weight_decay)
     if not temperature > 0:
@@ -443,20 +476,35 @@ def train_exits(
             f"model has {spec['num_classes']} classes, data has {info['num_classes']}",
             path=info["_source"], field="num_classes",
         )
+    check_amp(amp)
     target = resolve_device(device)
+    num_workers = loader_workers(num_workers, target)
     net.freeze_backbone()
     net.to(target)
     torch.manual_seed(seed)
-    dataset = load_split(info, "train", train_transforms=True)
+    if features is None:
+        dataset = load_split(info, "train", train_transforms=True)
+    else:
+        from dyce.features import CachedBatches, check_cache_fits, open_feature_cache
+
+        cache = open_feature_cache(features)
+        check_cache_fits(cache, net, split="train", sample_ids=info["splits"]["train"])
+        dataset = CachedBatches(cache)
 
     def set_mode() -> None:
         net.eval()
         net.exit_heads.train()
 
-    def step(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.no_grad():
-            features, final_logits = net.tap_features(images)
-        exit_logits = net.exit_logits_from_features(features)
+    def step(inputs: Any, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if features is None:
+            with torch.no_grad():
+                tapped, final_logits = net.tap_features(inputs)
+            exit_logits = net.exit_logits_from_features(tapped)
+        else:
+            from dyce.features import exit_logits_from_pooled
+
+            pooled, final_logits = inputs
+            exit_logits = exit_logits_from_pooled(net, pooled)
         loss = distillation_loss(
             exit_logits, final_logits, labels,
             temperature=temperature, distill_weight=distill_weight,
@@ -471,12 +519,14 @@ def train_exits(
         "kind": "exits", "spec": plain_value(spec), "epochs": epochs, "lr": lr,
         "batch_size": batch_size, "weight_decay": weight_decay, "temperature": temperature,
         "distill_weight": distill_weight, "seed": seed, "train_size": len(dataset),
+        **({"amp": amp} if amp != "off" else {}),
+        **({"feature_cache": True} if features is not None else {}),
     }
     history = _fit(
         trainable=net.exit_heads, set_mode=set_mode, step=step, dataset=dataset, epochs=epochs,
         lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=seed, device=target,
         checkpoint_dir=checkpoint_dir, settings=settings, num_workers=num_workers,
-        desc="exits epoch",
+        desc="exits epoch", amp=amp,
     )
     net.eval()
     return TrainResult(net, spec, history)

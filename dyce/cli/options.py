@@ -36,10 +36,46 @@ def add_device(parser: argparse.ArgumentParser, help: str = DEVICE_HELP) -> None
     parser.add_argument("--device", default="auto", help=help)
 
 
-def add_workers(parser: argparse.ArgumentParser,
-                help: str = "data-loading worker processes (default 0)") -> None:
-    """``--workers``: data-loading worker processes (default 0)."""
-    parser.add_argument("--workers", type=int, default=0, help=help)
+WORKERS_HELP = ("data-loading worker processes, or auto (default): none on the CPU, one less "
+                "than --cpus on CUDA")
+
+
+def add_workers(parser: argparse.ArgumentParser, help: str = WORKERS_HELP) -> None:
+    """``--workers`` (processes or ``auto``, see dyce.device) and ``--cpus`` (the job's CPUs);
+    read them with :func:`job_workers`."""
+    parser.add_argument("--workers", default="auto", help=help)
+    parser.add_argument("--cpus", type=int, default=None,
+                        help="CPUs of this job (default: all this process may use): torch "
+                        "threads, and the workers of --workers auto on CUDA")
+
+
+def job_workers(args: argparse.Namespace) -> int:
+    """Apply ``--cpus`` (torch threads) and resolve ``--workers`` for ``--device``."""
+    import torch
+
+    from dyce.device import loader_workers, resolve_device
+
+    if args.cpus is not None:
+        if args.cpus < 1:
+            from dyce.errors import DyceError
+
+            raise DyceError(f"must be at least 1, got {args.cpus}", field="cpus")
+        torch.set_num_threads(args.cpus)
+    return loader_workers(args.workers, resolve_device(args.device), args.cpus)
+
+
+def add_amp(parser: argparse.ArgumentParser) -> None:
+    """``--amp {off,bf16,fp16}``: mixed precision of the network (see dyce.device)."""
+    parser.add_argument("--amp", choices=("off", "bf16", "fp16"), default="off",
+                        help="mixed precision: off (default), bf16 or fp16 autocast on CUDA; "
+                        "on the CPU bf16 autocast, fp16 ignored")
+
+
+def add_shard(parser: argparse.ArgumentParser) -> None:
+    """``--shard i/K``: only the i-th of K batch-aligned parts of the split."""
+    parser.add_argument("--shard", default=None, metavar="i/K",
+                        help="process only shard i of K (1-based) of the split; join the "
+                        "shards' outputs with the matching concat command")
 
 
 def add_training_flags(parser: argparse.ArgumentParser, *, epochs: int, lr: float,
@@ -55,7 +91,8 @@ def add_training_flags(parser: argparse.ArgumentParser, *, epochs: int, lr: floa
     parser.add_argument("--seed", type=int, default=0, help="initialisation, shuffling, "
                         "augmentation (default 0)")
     add_device(parser)
-    add_workers(parser, help="data-loading worker processes (default 0: in the main process)")
+    add_workers(parser)
+    add_amp(parser)
     parser.add_argument("--checkpoint-dir", type=Path, default=None,
                         help="write a checkpoint after every epoch here and resume from it")
 
@@ -66,7 +103,7 @@ def training_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
         "weight_decay": args.weight_decay, "seed": args.seed, "device": args.device,
-        "checkpoint_dir": args.checkpoint_dir, "num_workers": args.workers,
+        "checkpoint_dir": args.checkpoint_dir, "num_workers": job_workers(args), "amp": args.amp,
     }
 
 

@@ -1,4 +1,4 @@
-"""``dyce import-npz``: convert original DyCE ``.npz`` records to dyce Parquet records."""
+"""``dyce import-npz`` (original ``.npz`` records to Parquet) and ``dyce concat-records``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import warnings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``import-npz`` subcommand."""
+    """Add the ``import-npz`` and ``concat-records`` subcommands."""
+    _register_concat_records(subparsers)
     parser = subparsers.add_parser(
         "import-npz",
         help="convert original DyCE .npz records to Parquet records (never unpickles)",
@@ -54,4 +55,24 @@ def run_import_npz(args: argparse.Namespace) -> int:
         f"{records.num_exit_types} exit types ({records.num_exits} exits), top-{records.topk}, "
         f"{records.num_classes} classes, final-head accuracy {records.final_accuracy:.4f}"
     )
+    return 0
+
+
+def _register_concat_records(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "concat-records", help="join record shards (dyce record --shard) into one records file",
+        description="Join the Parquet shards written by dyce record --shard 1/K … K/K (give "
+        "them in order) into the records file one job would have written, one row group at a "
+        "time.",
+    )
+    parser.add_argument("shards", nargs="+", metavar="SHARD.parquet", help="shards 1/K … K/K")
+    parser.add_argument("--out", required=True, metavar="RECORDS.parquet", help="output file")
+    parser.set_defaults(func=_concat_records)
+
+
+def _concat_records(args: argparse.Namespace) -> int:
+    from dyce.shards import concat_records
+
+    count = concat_records(args.shards, args.out)
+    print(f"{args.out}: {count} samples from {len(args.shards)} shards")
     return 0

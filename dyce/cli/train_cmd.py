@@ -7,12 +7,15 @@ import sys
 from pathlib import Path
 
 from dyce.cli.options import (
+    add_amp,
     add_batch_size,
     add_device,
     add_out,
+    add_shard,
     add_splits_and_model,
     add_training_flags,
     add_workers,
+    job_workers,
     training_settings,
 )
 from dyce.errors import DyceError
@@ -25,6 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the model-side data and training subcommands."""
     _register_prepare_data(subparsers)
     _register_train_backbone(subparsers)
+    _register_cache_features(subparsers)
+    _register_concat_features(subparsers)
     _register_train_exits(subparsers)
     _register_record(subparsers)
 
@@ -127,6 +132,9 @@ def _register_train_exits(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--exit-types", default=None,
                         help="comma-separated mlp{L}x{W} names (default: the five of the paper)")
     add_training_flags(parser, epochs=20, lr=1e-2, weight_decay=1e-4)
+    parser.add_argument("--features", type=Path, default=None, metavar="DIR",
+                        help="train on this feature cache of the train split (dyce "
+                        "cache-features): the backbone never runs, no augmentation")
     parser.add_argument("--temperature", type=float, default=1.0,
                         help="distillation temperature T (default 1)")
     parser.add_argument("--distill-weight", type=float, default=1.0,
@@ -148,9 +156,10 @@ def _train_exits(args: argparse.Namespace) -> int:
     )
     result = train_exits(
         splits, net, temperature=args.temperature, distill_weight=args.distill_weight,
-        **training_settings(args),
+        features=args.features, **training_settings(args),
     )
     training = {
+        "feature_cache": args.features is not None, "amp": args.amp,
         "dataset": splits["dataset"], "epochs": args.epochs, "lr": args.lr,
         "batch_size": args.batch_size, "weight_decay": args.weight_decay,
         "temperature": args.temperature, "distill_weight": args.distill_weight,
@@ -178,9 +187,14 @@ def _register_record(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", type=Path, required=True, help="SPLITS.json")
     parser.add_argument("--split", choices=RECORD_SPLITS, required=True)
     parser.add_argument("--topk", type=int, default=1, help="classes kept per exit (default 1)")
+    parser.add_argument("--features", type=Path, default=None, metavar="DIR",
+                        help="run the exit heads on this feature cache of the split (dyce "
+                        "cache-features) instead of the whole network")
     add_batch_size(parser, 256)
     add_device(parser)
     add_workers(parser)
+    add_amp(parser)
+    add_shard(parser)
     add_out(parser, "RECORDS.parquet")
     parser.set_defaults(func=_record)
 
@@ -188,7 +202,8 @@ def _register_record(subparsers: argparse._SubParsersAction) -> None:
 def _record(args: argparse.Namespace) -> int:
     from dyce.data import load_split, load_splits
     from dyce.models import load_exits_checkpoint
-    from dyce.recording import record_split
+    from dyce.recording import record_features, record_split
+    from dyce.shards import parse_shard
 
     splits = load_splits(args.data)
     net = load_exits_checkpoint(args.exits)
@@ -200,11 +215,94 @@ def _record(args: argparse.Namespace) -> int:
                 f"exits were trained with {key}={spec[key]}, but {args.data} has "
                 f"{splits[data_key]}", path=args.exits, field=key,
             )
-    dataset = load_split(splits, args.split)
-    count = record_split(
-        net, dataset, topk=args.topk, batch_size=args.batch_size, device=args.device,
-        out_path=args.out, model=str(spec.get("model", "")), dataset_name=splits["dataset"],
-        split=args.split, num_workers=args.workers,
+    shard = parse_shard(args.shard)
+    if args.features is not None:
+        if shard is not None:
+            raise DyceError("record from a feature cache in one job (it runs the heads only)",
+                            field="shard")
+        count = record_features(
+            net, args.features, topk=args.topk, batch_size=args.batch_size, device=args.device,
+            out_path=args.out, model=str(spec.get("model", "")),
+            sample_ids=splits["splits"][args.split],
+        )
+    else:
+        count = record_split(
+            net, load_split(splits, args.split), topk=args.topk, batch_size=args.batch_size,
+            device=args.device, out_path=args.out, model=str(spec.get("model", "")),
+            dataset_name=splits["dataset"], split=args.split, num_workers=job_workers(args),
+            amp=args.amp, shard=shard,
+        )
+    part = "" if shard is None else f" (shard {shard})"
+    print(f"{args.out}: {count} samples of split '{args.split}'{part}", file=sys.stdout)
+    return 0
+
+
+# --------------------------------------------------------------------------- feature cache
+
+
+def _register_cache_features(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "cache-features", help="store every tap's pooled features of one split (a folder)",
+        description="Run the frozen backbone once over one split (evaluation transforms) and "
+        "store, per sample, every tap's globally pooled feature vector and the final logits, "
+        "so that train-exits --features and record --features never run the backbone.",
     )
-    print(f"{args.out}: {count} samples of split '{args.split}'", file=sys.stdout)
+    add_splits_and_model(parser)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--backbone", type=Path, help="BACKBONE.pt from dyce train-backbone")
+    source.add_argument("--weights", help="torchvision weights enum or a state-dict file")
+    parser.add_argument("--taps", default="auto",
+                        help="auto (after every block) or comma-separated graph node names")
+    parser.add_argument("--split", choices=RECORD_SPLITS, required=True)
+    parser.add_argument("--dtype", choices=("float32", "float16"), default="float32",
+                        help="storage type of the pooled features (default float32; float16 "
+                        "halves the size)")
+    add_batch_size(parser, 256)
+    add_device(parser)
+    add_workers(parser)
+    add_amp(parser)
+    add_shard(parser)
+    add_out(parser, "the cache folder")
+    parser.set_defaults(func=_cache_features)
+
+
+def _cache_features(args: argparse.Namespace) -> int:
+    from dyce.data import load_split, load_splits
+    from dyce.features import cache_features
+    from dyce.shards import parse_shard
+    from dyce.train import prepare_exit_network
+
+    splits = load_splits(args.data)
+    shard = parse_shard(args.shard)
+    net = prepare_exit_network(
+        splits, args.model, backbone_path=args.backbone, weights=args.weights, taps=args.taps,
+        exit_types=["mlp1x1"],  # heads are not cached; the cheapest one builds the network
+    )
+    count = cache_features(
+        net, load_split(splits, args.split), out_dir=args.out, batch_size=args.batch_size,
+        model=args.model, dataset_name=splits["dataset"], split=args.split, device=args.device,
+        dtype=args.dtype, amp=args.amp, num_workers=job_workers(args), shard=shard,
+    )
+    part = "" if shard is None else f" (shard {shard})"
+    print(f"{args.out}: pooled features of {len(net.tap_nodes)} taps for {count} samples of "
+          f"split '{args.split}'{part}")
+    return 0
+
+
+def _register_concat_features(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "concat-features", help="join feature-cache shards into one cache",
+        description="Join the folders written by cache-features --shard 1/K … K/K (give them "
+        "in order) into the cache one job would have written.",
+    )
+    parser.add_argument("shards", nargs="+", type=Path, help="shard folders, 1/K … K/K")
+    add_out(parser, "the cache folder")
+    parser.set_defaults(func=_concat_features)
+
+
+def _concat_features(args: argparse.Namespace) -> int:
+    from dyce.features import concat_features
+
+    count = concat_features(args.shards, args.out)
+    print(f"{args.out}: {count} samples from {len(args.shards)} shards")
     return 0
