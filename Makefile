@@ -13,7 +13,7 @@ $(BIN)/dyce: pyproject.toml
 	touch $(BIN)/dyce
 
 run: $(BIN)/dyce
-	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --profile profiles/local --cores $(CORES)
 
 test: $(BIN)/dyce
 	$(BIN)/python -m pytest -n $(CORES) --dist loadgroup
