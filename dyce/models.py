@@ -24,12 +24,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from dyce.architectures import SMALL_RESNET_BLOCKS
 from dyce.errors import DyceError
 from dyce.exits import DEFAULT_EXIT_TYPES, build_exit_head, parse_exit_types
 from dyce.io import atomic_path
-
-SMALL_RESNET_BLOCKS: dict[str, int] = {"small_resnet8": 1, "small_resnet14": 2, "small_resnet20": 3}
-"""Small CIFAR-style ResNets: name -> BasicBlocks per stage (3 stages, widths 16, 32, 64)."""
 
 CHECKPOINT_FORMAT = "dyce.exits"
 CHECKPOINT_VERSION = 1

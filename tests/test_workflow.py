@@ -245,8 +245,8 @@ def test_dataset_seed_change_reruns_everything_downstream(base):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("module", "expected"), [
-    ("report/plots.py", {"plot": 2, "model_summary": 2, "summary": 1}),
-    ("search/cuts.py", {"search_dyce": 3, "search_peer": 4, "evaluate": 7, "front": 7,
+    ("plots.py", {"plot": 2, "model_summary": 2, "summary": 1}),
+    ("cuts.py", {"search_dyce": 3, "search_peer": 4, "evaluate": 7, "front": 7,
                         "plot": 2, "model_summary": 2, "summary": 1, "bundle": 2}),
 ])
 def test_editing_a_module_reruns_exactly_the_jobs_that_import_it(base, module, expected):

@@ -20,8 +20,8 @@ import json
 from pathlib import Path
 
 import dyce
+from dyce.architectures import SMALL_RESNET_BLOCKS
 from dyce.cli.import_closure import import_closure
-from dyce.network.names import SMALL_RESNET_NAMES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -81,9 +81,9 @@ def architecture_report(names: list[str]) -> dict[str, list[str]]:
     Only the small ResNets are listed unless a name outside them is asked about; then the
     torchvision classification models are listed as well (torch is imported for that).
     """
-    known = set(SMALL_RESNET_NAMES)
+    known = set(SMALL_RESNET_BLOCKS)
     if set(names) - known:
-        from dyce.network import available_models
+        from dyce.models import available_models
 
         known |= set(available_models())
     return {"known": sorted(known), "unknown": sorted(set(names) - known)}
