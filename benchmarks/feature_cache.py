@@ -5,9 +5,9 @@ first (``--backbone-epochs``, not part of the comparison), then the exit heads (
 digits exit types at the automatic taps) are trained for ``--epochs`` epochs twice from the same
 initial weights and seed:
 
-- *network*: every batch runs the frozen backbone (``dyce.train.train_exits``);
+- *network*: every batch runs the frozen backbone (``dyce.network.training.train_exits``);
 - *cache*: one backbone pass over the train split writes the pooled features
-  (``dyce.features.cache_features``, float32 and float16), then the heads train on the cache
+  (``dyce.network.features.cache_features``, float32 and float16), then the heads train on the cache
   alone.
 
 Printed: wall times (the cache time includes its backbone pass), the speed-up, each exit's
@@ -34,16 +34,16 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars would distort the ti
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from dyce.data import load_split, prepare_splits  # noqa: E402
-from dyce.features import cache_features  # noqa: E402
-from dyce.recording import record_features, record_split  # noqa: E402
-from dyce.records import read_records  # noqa: E402
-from dyce.train import (  # noqa: E402
+from dyce.data.splits import load_split, prepare_splits  # noqa: E402
+from dyce.network.features import cache_features  # noqa: E402
+from dyce.network.training import (  # noqa: E402
     prepare_exit_network,
     save_backbone,
     train_backbone,
     train_exits,
 )
+from dyce.records.format import read_records  # noqa: E402
+from dyce.records.recording import record_features, record_split  # noqa: E402
 
 EXIT_TYPES = ["mlp1x1000", "mlp2x100", "mlp3x100"]
 

@@ -2,7 +2,7 @@
 
 Measures (median of ``--repeats`` runs):
 
-- recording throughput (samples/s) of ``dyce.recording.record_split`` for ResNet-50 at 224 px
+- recording throughput (samples/s) of ``dyce.records.recording.record_split`` for ResNet-50 at 224 px
   (random weights, the five default exit types at the automatic taps, ``--resnet-batches``
   batches of 32 synthetic images), Parquet writing included;
 - recording throughput of the digits default (small_resnet8, five default exit types, the
@@ -34,10 +34,10 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars would distort the ti
 import torch  # noqa: E402
 from torch.utils.data import Dataset  # noqa: E402
 
-from dyce.data import load_split, prepare_splits  # noqa: E402
-from dyce.models import MultiExitNetwork, build_backbone  # noqa: E402
-from dyce.recording import record_split  # noqa: E402
-from dyce.train import prepare_exit_network, save_backbone, train_backbone, train_exits  # noqa: E402
+from dyce.data.splits import load_split, prepare_splits  # noqa: E402
+from dyce.network.models import MultiExitNetwork, build_backbone  # noqa: E402
+from dyce.network.training import prepare_exit_network, save_backbone, train_backbone, train_exits  # noqa: E402
+from dyce.records.recording import record_split  # noqa: E402
 
 BACKBONE_DEFAULTS = dict(epochs=30, lr=3e-3, batch_size=64, weight_decay=5e-4, seed=0)
 EXIT_DEFAULTS = dict(

@@ -32,13 +32,13 @@ import numpy as np
 import polars as pl
 import torch
 
-from dyce.evaluate import evaluate_config
-from dyce.macs import macs_info_for
-from dyce.models import MultiExitNetwork, build_backbone, save_exits_checkpoint
-from dyce.recording import exit_topk
-from dyce.records import ExitRecords
-from dyce.runtime import EarlyExitRuntime, build_bundle
-from dyce.strategies import global_threshold
+from dyce.evaluate.exact import evaluate_config
+from dyce.evaluate.strategies import global_threshold
+from dyce.macs.counting import macs_info_for
+from dyce.network.models import MultiExitNetwork, build_backbone, save_exits_checkpoint
+from dyce.records.format import ExitRecords
+from dyce.records.recording import exit_topk
+from dyce.runtime.inference import EarlyExitRuntime, build_bundle
 
 MODELS = {
     # name: (architecture, input size, channels, classes, exit types,
@@ -51,7 +51,7 @@ TARGETS = (0.25, 0.5, 0.75)
 
 def _inputs(name: str, count: int, size: int, channels: int) -> torch.Tensor:
     if name == "digits":
-        from dyce.data import DigitsPool
+        from dyce.data.splits import DigitsPool
 
         return DigitsPool(size).images[:count].clone()
     generator = torch.Generator().manual_seed(0)

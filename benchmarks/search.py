@@ -57,9 +57,9 @@ def worker(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(REPO))
     import numpy as np
 
-    from dyce.evaluate import evaluate_config
-    from dyce.macs_info import load_macs_info
-    from dyce.search import search_configs
+    from dyce.evaluate.exact import evaluate_config
+    from dyce.macs.info import load_macs_info
+    from dyce.search.searcher import search_configs
     from tests.synthetic import make_synthetic_macs, make_synthetic_records
 
     start = time.perf_counter()
@@ -100,8 +100,8 @@ def dump(args: argparse.Namespace) -> None:
 
     import numpy as np
 
-    from dyce.macs_info import load_macs_info
-    from dyce.search import search_configs
+    from dyce.macs.info import load_macs_info
+    from dyce.search.searcher import search_configs
     from tests.synthetic import make_synthetic_macs, make_synthetic_records
 
     lambdas = np.linspace(args.lambdas[0], args.lambdas[1], int(args.lambdas[2])).tolist()

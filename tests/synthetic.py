@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtri
 
-from dyce.records import ExitRecords, pred_dtype
+from dyce.records.format import ExitRecords, pred_dtype
 
 DEFAULT_EXIT_TYPES = ("mlp1x1000", "mlp3x500", "mlp3x1000", "mlp5x500", "mlp5x1000")
 

@@ -10,8 +10,8 @@ import pytest
 
 from dyce.config_search import search_and_eval
 from dyce.errors import DyceError
-from dyce.results import SEED_COLUMNS, pareto_front
-from dyce.strategies import evaluate_any
+from dyce.evaluate.strategies import evaluate_any
+from dyce.report.tables import SEED_COLUMNS, pareto_front
 from tests.synthetic import make_synthetic_macs, make_synthetic_records
 
 

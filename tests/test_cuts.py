@@ -6,8 +6,15 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dyce.cuts import BlockCurve, CurveSet, block_sums, exit_order, sample_blocks, stack_exits
-from dyce.evaluate import exceeds
+from dyce.evaluate.exact import exceeds
+from dyce.search.cuts import (
+    BlockCurve,
+    CurveSet,
+    block_sums,
+    exit_order,
+    sample_blocks,
+    stack_exits,
+)
 
 
 def brute_force_best(conf, arriving, gain, rest, weights, lambdas, acc_span, macs_span,
@@ -110,7 +117,7 @@ def test_updating_block_sums_equals_summing_the_updated_codes(data, size, block,
 def test_scanning_lambdas_in_groups_changes_nothing(monkeypatch):
     """When the candidate blocks of all λs exceed SCAN_VALUES the λs are scanned in groups
     (bounded memory, e.g. long runs of equal confidences): same cuts and figures."""
-    import dyce.cuts
+    import dyce.search.cuts
 
     rng = np.random.default_rng(3)
     size, types = 3000, 3
@@ -120,17 +127,17 @@ def test_scanning_lambdas_in_groups_changes_nothing(monkeypatch):
     codes = np.full((types, exits[0].padded), -1, np.int8)
     codes[:, :size] = rng.integers(-1, 6, (types, size))
     weights = np.tile(np.array([-2.0, -1.0, 0.5]), (types, 1))
-    stack = dyce.cuts.stack_exits(exits)
+    stack = dyce.search.cuts.stack_exits(exits)
     sums = block_sums(stack.right.reshape(types, -1), exits[0].block, codes, (0, 1, 2), 3)
     lambdas = np.linspace(0.0, 1.2, 25)
 
     def best():
-        curves = dyce.cuts.CurveSet(stack, codes, sums, weights, int((codes >= 0).sum() // types),
+        curves = dyce.search.cuts.CurveSet(stack, codes, sums, weights, int((codes >= 0).sum() // types),
                                     5, np.array([1.0, 2.0, 3.0]), (0, 1, 2))
         return curves.best(lambdas, 0.5, 10.0)
 
     expected = best()
-    monkeypatch.setattr(dyce.cuts, "SCAN_VALUES", 1)
+    monkeypatch.setattr(dyce.search.cuts, "SCAN_VALUES", 1)
     for got, want in zip(best(), expected, strict=True):
         assert np.array_equal(got, want)
 
@@ -140,7 +147,7 @@ def test_scanning_lambdas_in_groups_changes_nothing(monkeypatch):
 def test_a_floor_only_skips_cuts_below_it(seed, block):
     """With a floor, every type whose best cut reaches it reports that cut; the others report a
     cut that is no better than their best."""
-    import dyce.cuts
+    import dyce.search.cuts
 
     rng = np.random.default_rng(seed)
     size, types = int(rng.integers(1, 60)), 2
@@ -149,9 +156,9 @@ def test_a_floor_only_skips_cuts_below_it(seed, block):
                         rng.random(size) < 0.7, block=block) for _ in range(types)]
     codes = np.full((types, exits[0].padded), -1, np.int8)
     codes[:, :size] = rng.integers(-1, 6, (types, size))
-    stack = dyce.cuts.stack_exits(exits)
+    stack = dyce.search.cuts.stack_exits(exits)
     sums = block_sums(stack.right.reshape(types, -1), block, codes, (0, 1, 2), 3)
-    curves = dyce.cuts.CurveSet(stack, codes, sums, rng.choice([-2.0, -0.5, 1.0], (types, 3)),
+    curves = dyce.search.cuts.CurveSet(stack, codes, sums, rng.choice([-2.0, -0.5, 1.0], (types, 3)),
                                 size, 3, np.array([1.0, 2.0]), (0, 1, 2))
     lambdas = np.array([0.0, 0.5, 0.9, 1.0, 1.3])
     cut, acc, macs = curves.best(lambdas, 0.5, 4.0)

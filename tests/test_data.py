@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dyce.cli import main
-from dyce.data import eval_transform, load_split, load_splits, prepare_splits
+from dyce.data.splits import eval_transform, load_split, load_splits, prepare_splits
 from dyce.errors import DyceError
 
 

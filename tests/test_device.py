@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from dyce.device import autocast, check_amp, grad_scaler, loader_workers, pin_memory
 from dyce.errors import DyceError
+from dyce.network.device import autocast, check_amp, grad_scaler, loader_workers, pin_memory
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -49,17 +49,17 @@ def test_workers_follow_the_jobs_cpus_on_cuda_and_stay_in_process_on_the_cpu():
 @pytest.fixture(scope="module")
 def untrained(tmp_path_factory):
     """Digits splits and a small_resnet8 exit network with random weights."""
-    from dyce.data import prepare_splits
-    from dyce.train import prepare_exit_network
+    from dyce.data.splits import prepare_splits
+    from dyce.network.training import prepare_exit_network
 
     splits = prepare_splits("digits", seed=0)
     return splits, prepare_exit_network(splits, "small_resnet8", exit_types="mlp1x1000,mlp2x32")
 
 
 def test_bf16_records_stay_close_to_float32_and_fp16_is_float32_on_the_cpu(untrained, tmp_path):
-    from dyce.data import load_split
-    from dyce.recording import record_split
-    from dyce.records import read_records
+    from dyce.data.splits import load_split
+    from dyce.records.format import read_records
+    from dyce.records.recording import record_split
 
     splits, net = untrained
     records = {}
@@ -80,7 +80,7 @@ def test_bf16_exit_training_runs_on_the_cpu_and_its_checkpoint_keeps_the_setting
 ):
     import copy
 
-    from dyce.train import train_exits
+    from dyce.network.training import train_exits
 
     splits, net = untrained
     settings = dict(epochs=1, lr=1e-2, batch_size=256, weight_decay=0.0, temperature=1.0,

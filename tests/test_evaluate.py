@@ -12,15 +12,15 @@ from hypothesis.extra import numpy as hnp
 from scipy.special import betaincinv
 
 from dyce.errors import DyceError
-from dyce.evaluate import (
+from dyce.evaluate.exact import (
     Evaluation,
     brute_force_evaluate,
     check_config,
     evaluate_config,
     evaluation_from_exits,
 )
-from dyce.macs_info import MacsInfo, load_macs_info
-from dyce.records import ExitRecords
+from dyce.macs.info import MacsInfo, load_macs_info
+from dyce.records.format import ExitRecords
 
 # A small set of confidences so that ties (between samples, and with thresholds) are frequent.
 CONF_VALUES = np.array([0.0, 0.1, 0.25, 0.5, 0.5000001, 0.75, 0.9, 1.0], dtype=np.float32)

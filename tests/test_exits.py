@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from dyce.errors import DyceError
-from dyce.exits import (
+from dyce.network.exit_heads import (
     DEFAULT_EXIT_TYPES,
     build_exit_head,
     parse_exit_type,

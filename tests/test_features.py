@@ -10,8 +10,8 @@ import torch
 
 from dyce.cli import main
 from dyce.errors import DyceError
-from dyce.features import open_feature_cache
-from dyce.records import read_records
+from dyce.network.features import open_feature_cache
+from dyce.records.format import read_records
 
 EXIT_TYPES = "mlp1x1000,mlp2x32"
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -55,8 +55,8 @@ def record(folder, exits, out, split="train", *extra):
 
 @pytest.mark.slow
 def test_cache_holds_each_taps_pooled_features_and_the_final_logits(digits):
-    from dyce.data import load_split
-    from dyce.models import load_exits_checkpoint
+    from dyce.data.splits import load_split
+    from dyce.network.models import load_exits_checkpoint
 
     cache = open_feature_cache(digits / "train_float32")
     splits = json.loads((digits / "splits.json").read_text())
@@ -156,8 +156,8 @@ def test_a_damaged_cache_names_the_file_and_field(digits, tmp_path):
 def test_float16_overflow_is_refused_not_stored_as_infinity(tmp_path):
     from torch import nn
 
-    from dyce.features import cache_features
-    from dyce.models import MultiExitNetwork
+    from dyce.network.features import cache_features
+    from dyce.network.models import MultiExitNetwork
 
     class Loud(nn.Module):
         def __init__(self):

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from dyce.cli import main
-from dyce.macs import count_macs, macs_info_for
-from dyce.macs_info import load_macs_info
-from dyce.models import MultiExitNetwork, build_backbone, save_exits_checkpoint
+from dyce.macs.counting import count_macs, macs_info_for
+from dyce.macs.info import load_macs_info
+from dyce.network.models import MultiExitNetwork, build_backbone, save_exits_checkpoint
 
 TYPES = "mlp1x1000,mlp3x500"
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

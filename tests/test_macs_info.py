@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dyce.errors import DyceError
-from dyce.macs_info import MacsInfo, load_macs_info, save_macs_info
+from dyce.macs.info import MacsInfo, load_macs_info, save_macs_info
 from tests.synthetic import make_synthetic_macs
 
 SEED_EXAMPLE = {

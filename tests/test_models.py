@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from dyce.errors import DyceError
-from dyce.models import (
+from dyce.network.models import (
     MultiExitNetwork,
     build_backbone,
     build_multi_exit_network,
@@ -110,7 +110,7 @@ def test_pickled_object_is_not_executed(tmp_path):
 
 
 def test_classifier_replacement_for_published_weights():
-    from dyce.models import _replace_classifier
+    from dyce.network.models import _replace_classifier
 
     for name, attribute in [("resnet18", "fc"), ("mobilenet_v3_small", "classifier")]:
         model = build_backbone(name, num_classes=1000)

@@ -10,9 +10,9 @@ import pytest
 
 from dyce.cli import main
 from dyce.errors import DyceError
-from dyce.macs_info import load_macs_info
-from dyce.npz import convert_npz, load_any_records, read_npz_records
-from dyce.records import read_records, write_records
+from dyce.macs.info import load_macs_info
+from dyce.records.format import read_records, write_records
+from dyce.records.npz import convert_npz, load_any_records, read_npz_records
 from tests.synthetic import make_synthetic_macs, make_synthetic_records
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dyce.errors import DyceError
-from dyce.records import UNTYPED_KEY, read_records
+from dyce.records.format import UNTYPED_KEY, read_records
 from dyce.utils import OutputRecorder
 
 NUM_CLASSES, NUM_EARLY, BATCHES = 7, 3, ((5, 0), (4, 1))
@@ -123,7 +123,7 @@ def test_inconsistent_inputs_are_refused(tmp_path):
 
 
 def test_importing_records_modules_does_not_import_torch():
-    code = "import sys, dyce.utils, dyce.npz; print('torch' in sys.modules)"
+    code = "import sys, dyce.utils, dyce.records.npz; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True, cwd=Path(__file__).resolve().parents[1])
     assert result.stdout.strip() == "False"

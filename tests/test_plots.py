@@ -9,9 +9,9 @@ import pytest
 
 from dyce.cli import main
 from dyce.io import write_json
-from dyce.plots import pareto_figure, summary_table
-from dyce.records import write_records
-from dyce.results import read_table, single_exit_points
+from dyce.records.format import write_records
+from dyce.report.plots import pareto_figure, summary_table
+from dyce.report.tables import read_table, single_exit_points
 from tests.synthetic import make_synthetic_macs, make_synthetic_records
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

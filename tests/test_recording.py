@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from dyce.cli import main
-from dyce.data import load_split
+from dyce.data.splits import load_split
 from dyce.errors import DyceError
-from dyce.models import load_exits_checkpoint
-from dyce.recording import exit_topk, record_split
-from dyce.records import read_records
+from dyce.network.models import load_exits_checkpoint
+from dyce.records.format import read_records
+from dyce.records.recording import exit_topk, record_split
 
 EXIT_TYPES = ("mlp1x1000", "mlp2x32")
 TOPK = 3

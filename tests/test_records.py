@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dyce.errors import DyceError
-from dyce.macs_info import load_macs_info
-from dyce.records import (
+from dyce.macs.info import load_macs_info
+from dyce.records.format import (
     METADATA_KEY,
     ExitRecords,
     RecordWriter,

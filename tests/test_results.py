@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dyce.errors import DyceError
-from dyce.results import (
+from dyce.evaluate.strategies import msdnet, patience
+from dyce.report.tables import (
     SEARCH_SCHEMA,
     config_to_json,
     evaluate_table,
@@ -24,8 +25,7 @@ from dyce.results import (
     summary_figures,
     write_table,
 )
-from dyce.search import search_configs
-from dyce.strategies import msdnet, patience
+from dyce.search.searcher import search_configs
 from tests.synthetic import make_synthetic_macs, make_synthetic_records
 
 
@@ -138,7 +138,7 @@ def test_search_and_evaluate_tables_round_trip(tmp_path):
         assert len(json.loads(ratio)) == 4 and sum(json.loads(ratio)) == pytest.approx(1.0)
 
     evaluated = evaluate_table(table, val, info)
-    from dyce.strategies import evaluate_any
+    from dyce.evaluate.strategies import evaluate_any
     for row in evaluated.iter_rows(named=True):
         expected = evaluate_any(val, info, json.loads(row["config"]))
         assert row["relative_macs"] == expected.relative_macs

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from dyce.errors import DyceError
-from dyce.records import ExitRecords
-from dyce.risk import (
+from dyce.records.format import ExitRecords
+from dyce.runtime.risk import (
     choose_by_risk,
     clopper_pearson_upper,
     hoeffding_bentkus_p_value,

@@ -12,18 +12,18 @@ import pytest
 import torch
 
 from dyce.cli import main as dyce_main
-from dyce.data import load_split, prepare_splits
+from dyce.data.splits import load_split, prepare_splits
 from dyce.errors import DyceError
-from dyce.evaluate import evaluate_config, position_macs
-from dyce.macs_info import load_macs_info
-from dyce.models import MultiExitNetwork, build_backbone, save_exits_checkpoint
-from dyce.recording import record_split
-from dyce.records import read_records
-from dyce.results import evaluate_table, pareto_front, search_table, write_table
-from dyce.risk import choose_by_risk, risk_losses
-from dyce.runtime import EarlyExitRuntime, build_bundle, load_bundle
-from dyce.search import search_configs
-from dyce.strategies import evaluate_any, global_threshold, patience
+from dyce.evaluate.exact import evaluate_config, position_macs
+from dyce.evaluate.strategies import evaluate_any, global_threshold, patience
+from dyce.macs.info import load_macs_info
+from dyce.network.models import MultiExitNetwork, build_backbone, save_exits_checkpoint
+from dyce.records.format import read_records
+from dyce.records.recording import record_split
+from dyce.report.tables import evaluate_table, pareto_front, search_table, write_table
+from dyce.runtime.inference import EarlyExitRuntime, build_bundle, load_bundle
+from dyce.runtime.risk import choose_by_risk, risk_losses
+from dyce.search.searcher import search_configs
 
 EXIT_TYPES = ("mlp1x1000", "mlp3x500")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

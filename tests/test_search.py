@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dyce.errors import DyceError
-from dyce.evaluate import evaluate_config
-from dyce.search import (
+from dyce.evaluate.exact import evaluate_config
+from dyce.search.searcher import (
     CostScale,
     _Curve,
     cost_scale,
@@ -403,7 +403,7 @@ def test_threads_must_be_positive():
 
 def test_default_threads_follow_the_jobs_thread_count(monkeypatch):
     """A Snakemake/Slurm job's declared threads (OMP_NUM_THREADS) bound the search's workers."""
-    from dyce.search import available_cpus
+    from dyce.search.searcher import available_cpus
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert available_cpus() == 1
@@ -415,7 +415,7 @@ def test_default_threads_follow_the_jobs_thread_count(monkeypatch):
 
 def _by_rounds(monkeypatch, *args, **kwargs):
     """``search_configs`` with circular run round by round over full situations."""
-    from dyce.search import _Searcher
+    from dyce.search.searcher import _Searcher
 
     with monkeypatch.context() as patch:
         patch.setattr(_Searcher, "incremental_circular", False)
@@ -438,13 +438,13 @@ def test_incremental_circular_equals_the_round_by_round_search(problem):
 def test_incremental_circular_on_realistic_records(monkeypatch, rebuild):
     """Child configurations derived from their parent (or always rebuilt) give exactly the
     round-by-round search."""
-    import dyce.circular
+    import dyce.search.circular
 
     records = make_synthetic_records(3000, 6, 3, 10, seed=11)
     macs = make_synthetic_macs(6, 3)
     lambdas = list(np.linspace(0.5, 1.0, 21))
     expected = _by_rounds(monkeypatch, records, macs, "circular", lambdas, progress=False)
-    monkeypatch.setattr(dyce.circular, "REBUILD_FRACTION", rebuild)
+    monkeypatch.setattr(dyce.search.circular, "REBUILD_FRACTION", rebuild)
     results = search_configs(records, macs, "circular", lambdas, progress=False)
     for got, want in zip(results, expected, strict=True):
         assert got.config == want.config
@@ -455,7 +455,7 @@ def test_incremental_circular_on_realistic_records(monkeypatch, rebuild):
 @pytest.mark.parametrize("incremental", [True, False])
 def test_circular_that_converges_within_the_round_cap_does_not_warn(monkeypatch, incremental):
     """Both circular engines warn only when the cap stops a λ that could still improve."""
-    from dyce.search import _Searcher
+    from dyce.search.searcher import _Searcher
 
     monkeypatch.setattr(_Searcher, "incremental_circular", incremental)
     records = make_synthetic_records(300, 4, 2, 10, seed=1)

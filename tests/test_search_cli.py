@@ -9,10 +9,10 @@ import polars as pl
 import pytest
 
 from dyce.cli import main
+from dyce.evaluate.strategies import evaluate_any
 from dyce.io import write_json
-from dyce.records import write_records
-from dyce.results import pareto_front, read_table
-from dyce.strategies import evaluate_any
+from dyce.records.format import write_records
+from dyce.report.tables import pareto_front, read_table
 from tests.synthetic import make_synthetic_macs, make_synthetic_records
 
 

@@ -11,7 +11,7 @@ import pytest
 from dyce.cli import main
 from dyce.io import write_json
 from dyce.records import write_records
-from dyce.results import read_table
+from dyce.report.tables import read_table
 from tests.synthetic import make_synthetic_macs, make_synthetic_records
 
 GRID = ["0.5", "0.7", "0.8", "0.9", "1.0"]

@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dyce.cli import main
+from dyce.data.shards import Shard, concat_records, parse_shard, shard_range
 from dyce.errors import DyceError
-from dyce.records import read_records
-from dyce.shards import Shard, concat_records, parse_shard, shard_range
+from dyce.records.format import read_records
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -105,7 +105,7 @@ def test_three_record_shards_joined_equal_one_job_on_an_image_folder(tiny_folder
 
 @pytest.mark.slow
 def test_three_feature_cache_shards_joined_equal_one_job(tiny_folder):
-    from dyce.features import open_feature_cache
+    from dyce.network.features import open_feature_cache
 
     def cache(out, *extra):
         argv = ["cache-features", "--data", str(tiny_folder / "splits.json"), "--model",

@@ -11,7 +11,7 @@ from torchvision.models.swin_transformer import SwinTransformer
 from torchvision.models.vision_transformer import VisionTransformer
 
 from dyce.errors import DyceError
-from dyce.stages import run_stages, split_stages
+from dyce.network.stages import run_stages, split_stages
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -36,7 +36,7 @@ def _small_swin() -> nn.Module:
 
 
 def _small_resnet() -> nn.Module:
-    from dyce.models import build_backbone
+    from dyce.network.models import build_backbone
 
     return build_backbone("small_resnet14", num_classes=10, in_channels=1, input_size=8)
 
@@ -132,7 +132,7 @@ def test_bad_taps_raise_a_clear_error(taps: list[str], message: str) -> None:
 
 
 def test_default_taps_of_every_tested_family_separate_the_graph() -> None:
-    from dyce.models import default_taps
+    from dyce.network.models import default_taps
 
     for name, (build, _taps, _size) in CASES.items():
         backbone = build()

@@ -11,8 +11,7 @@ from hypothesis import strategies as st
 from scipy.special import betaincinv
 
 from dyce.errors import DyceError
-from dyce.records import ExitRecords
-from dyce.strategies import (
+from dyce.evaluate.strategies import (
     evaluate_patience,
     global_threshold,
     msdnet,
@@ -23,6 +22,7 @@ from dyce.strategies import (
     patience_exit_positions,
     run_strategy,
 )
+from dyce.records.format import ExitRecords
 from tests.synthetic import make_synthetic_macs, make_synthetic_records
 
 # --------------------------------------------------------------------------- brute force
@@ -152,7 +152,7 @@ def test_msdnet_lets_floor_n_pk_samples_leave_on_the_search_records(q):
     expected = [math.floor(997 * f) for f in msdnet_fractions(q, 6)[:-1]]
     assert counts == expected
     # Evaluated exactly, the exit ratios say the same; the final head takes the rest.
-    from dyce.evaluate import evaluate_config
+    from dyce.evaluate.exact import evaluate_config
 
     evaluation = evaluate_config(records, info, config)
     np.testing.assert_allclose(np.asarray(evaluation.exit_ratio) * 997,

@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import dyce.train as train_module
+import dyce.network.training as train_module
 from dyce.cli import main
-from dyce.data import load_split, prepare_splits
+from dyce.data.splits import load_split, prepare_splits
 from dyce.errors import DyceError
-from dyce.train import (
+from dyce.network.training import (
     distillation_loss,
     evaluate_accuracy,
     load_backbone,

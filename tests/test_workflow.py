@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from dyce.cli.import_closure import import_closure
-from dyce.cli.workflow_cmd import command_modules
+from dyce.cli.workflow import command_modules
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
@@ -245,9 +245,9 @@ def test_dataset_seed_change_reruns_everything_downstream(base):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("module", "expected"), [
-    ("plots.py", {"plot": 2, "model_summary": 2, "summary": 1}),
-    ("cuts.py", {"search_dyce": 3, "search_peer": 4, "evaluate": 7, "front": 7,
-                        "plot": 2, "model_summary": 2, "summary": 1, "bundle": 2}),
+    ("report/plots.py", {"plot": 2, "model_summary": 2, "summary": 1}),
+    ("search/cuts.py", {"search_dyce": 3, "search_peer": 4, "evaluate": 7, "front": 7,
+                       "plot": 2, "model_summary": 2, "summary": 1, "bundle": 2}),
 ])
 def test_editing_a_module_reruns_exactly_the_jobs_that_import_it(base, module, expected):
     """The jobs whose command imports the module rerun for it; the rest of the plan is what

@@ -1,6 +1,7 @@
 """The ``dyce`` command line.
 
-Every module ``dyce/cli/*_cmd.py`` contributes subcommands through ``register(subparsers)``;
+One module per command group, named after it and listed in :data:`COMMAND_MODULES` in pipeline
+order (the order of ``dyce --help``), contributes subcommands through ``register(subparsers)``;
 each subcommand sets ``func`` (called with the parsed namespace, returns an exit status or None).
 Command modules import their heavy dependencies (torch, polars) inside ``func`` so that
 ``dyce --help`` and the torch-free commands start fast.
@@ -10,16 +11,20 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import pkgutil
 import sys
 from collections.abc import Sequence
 
 from dyce import __version__
 from dyce.errors import DyceError
 
+#: Command modules of ``dyce.cli`` in pipeline order.
+COMMAND_MODULES = (
+    "data", "train", "record", "macs", "search", "evaluate", "report", "runtime", "workflow",
+)
+
 
 def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with every subcommand found in ``dyce.cli``."""
+    """The top-level parser with the subcommands of every module in :data:`COMMAND_MODULES`."""
     parser = argparse.ArgumentParser(
         prog="dyce",
         description="Dynamic Configurable Exiting: exit records, MACs, configuration search, "
@@ -27,11 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"dyce {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    package_path = __path__  # type: ignore[name-defined]
-    for module_info in sorted(pkgutil.iter_modules(package_path), key=lambda m: m.name):
-        if module_info.name.endswith("_cmd"):
-            module = importlib.import_module(f"{__name__}.{module_info.name}")
-            module.register(subparsers)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"{__name__}.{name}").register(subparsers)
     return parser
 
 

@@ -1,6 +1,6 @@
 """Command-line options shared by several ``dyce`` subcommands.
 
-Not a command module (no ``_cmd`` suffix, so not registered): the ``*_cmd`` modules call these
+Not a command module (not in ``dyce.cli.COMMAND_MODULES``): the command modules call these
 helpers so that an option shared by several subcommands is spelled, defaulted and documented
 in one place.
 """
@@ -10,6 +10,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 from typing import Any
+
+#: Splits that ``record`` and ``cache-features`` pass over.
+RECORD_SPLITS = ("train", "search", "val")
 
 DEVICE_HELP = "auto (CUDA when present, else CPU), cpu, cuda, cuda:N"
 MACS_INFO_HELP = "MACs of the backbone and exits (seed JSON format)"
@@ -23,7 +26,7 @@ def add_out(parser: argparse.ArgumentParser, what: str) -> None:
 def add_splits_and_model(parser: argparse.ArgumentParser) -> None:
     """Required ``--data SPLITS.json`` and ``--model NAME`` of the training commands."""
     parser.add_argument("--data", type=Path, required=True, help="SPLITS.json")
-    parser.add_argument("--model", required=True, help="backbone name (see dyce.models)")
+    parser.add_argument("--model", required=True, help="backbone name (see dyce.network.models)")
 
 
 def add_batch_size(parser: argparse.ArgumentParser, default: int) -> None:
@@ -41,7 +44,7 @@ WORKERS_HELP = ("data-loading worker processes, or auto (default): none on the C
 
 
 def add_workers(parser: argparse.ArgumentParser, help: str = WORKERS_HELP) -> None:
-    """``--workers`` (processes or ``auto``, see dyce.device) and ``--cpus`` (the job's CPUs);
+    """``--workers`` (processes or ``auto``, see dyce.network.device) and ``--cpus`` (the job's CPUs);
     read them with :func:`job_workers`."""
     parser.add_argument("--workers", default="auto", help=help)
     parser.add_argument("--cpus", type=int, default=None,
@@ -53,7 +56,7 @@ def job_workers(args: argparse.Namespace) -> int:
     """Apply ``--cpus`` (torch threads) and resolve ``--workers`` for ``--device``."""
     import torch
 
-    from dyce.device import loader_workers, resolve_device
+    from dyce.network.device import loader_workers, resolve_device
 
     if args.cpus is not None:
         if args.cpus < 1:
@@ -65,7 +68,7 @@ def job_workers(args: argparse.Namespace) -> int:
 
 
 def add_amp(parser: argparse.ArgumentParser) -> None:
-    """``--amp {off,bf16,fp16}``: mixed precision of the network (see dyce.device)."""
+    """``--amp {off,bf16,fp16}``: mixed precision of the network (see dyce.network.device)."""
     parser.add_argument("--amp", choices=("off", "bf16", "fp16"), default="off",
                         help="mixed precision: off (default), bf16 or fp16 autocast on CUDA; "
                         "on the CPU bf16 autocast, fp16 ignored")
@@ -98,7 +101,7 @@ def add_training_flags(parser: argparse.ArgumentParser, *, epochs: int, lr: floa
 
 
 def training_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The keyword arguments of ``dyce.train.train_backbone``/``train_exits`` that
+    """The keyword arguments of ``dyce.network.training.train_backbone``/``train_exits`` that
     :func:`add_training_flags` defines."""
     return {
         "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,

@@ -1,0 +1,115 @@
+"""``dyce evaluate`` and ``dyce front``: searched configurations on validation records, and
+the Pareto front of the evaluated ones."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from dyce.cli.options import add_macs_info, add_no_progress
+from dyce.errors import DyceError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``evaluate`` and ``front``."""
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="evaluate searched configurations on validation records",
+        description="Evaluate every configuration of the result tables on VAL records and add "
+        "relative_macs, raw_macs, relative_acc, raw_acc and exit_ratio.",
+    )
+    parser.add_argument("results", nargs="+", metavar="RESULT.parquet")
+    parser.add_argument("--records", required=True, metavar="VAL",
+                          help="validation records (.parquet or .npz)")
+    add_macs_info(parser)
+    add_no_progress(parser)
+    parser.add_argument("--out", required=True, metavar="EVAL.parquet")
+    parser.set_defaults(func=run_evaluate)
+
+    front = subparsers.add_parser(
+        "front",
+        help="Pareto front of evaluated configurations",
+        description="Sort by relative_macs and keep a row only when its relative_acc is higher "
+        "than the last kept row's; one front per group of --by columns.",
+    )
+    front.add_argument("tables", nargs="+", metavar="EVAL.parquet")
+    front.add_argument("--by", default="model,dataset,method",
+                       help="comma-separated columns, one front per distinct value "
+                       "(default: model,dataset,method; 'none' = one front)")
+    front.add_argument("--tolerance", type=float, default=0.005,
+                       help="accuracy drop for the printed 'MACs saved' figure (default 0.005)")
+    front.add_argument("--out", required=True, metavar="FRONT.parquet")
+    front.add_argument("--csv", metavar="FRONT.csv", help="also write the front as CSV")
+    front.set_defaults(func=run_front)
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from dyce.macs.info import load_macs_info
+    from dyce.records.npz import load_any_records
+    from dyce.report.tables import (
+        SEARCH_SCHEMA,
+        check_exit_table,
+        evaluate_table,
+        read_tables,
+        write_table,
+    )
+
+    tables = read_tables(args.results, required=tuple(SEARCH_SCHEMA))
+    macs = load_macs_info(args.macs_info)
+    records = load_any_records(args.records, macs)
+    evaluated = []
+    for path, (df, metadata) in zip(args.results, tables, strict=True):
+        check_exit_table(metadata, records, path)
+        evaluated.append(evaluate_table(df, records, macs, source=path, progress=args.progress))
+    table = pl.concat(evaluated, how="diagonal_relaxed")
+    metadata = dict(tables[0][1])
+    metadata.update(evaluation_records=str(args.records), evaluation_split=records.split,
+                    evaluation_num_samples=records.num_samples,
+                    search_tables=[str(p) for p in args.results])
+    write_table(table, args.out, metadata)
+    print(f"dyce evaluate: {table.height} configurations → {args.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- front
+
+
+def run_front(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from dyce.report.tables import (
+        pareto_front,
+        read_tables,
+        summary_figures,
+        write_csv,
+        write_table,
+    )
+
+    if not (math.isfinite(args.tolerance) and 0 <= args.tolerance < 1):
+        raise DyceError(f"{args.tolerance} is not in [0, 1)", field="tolerance")
+    tables = read_tables(args.tables, required=("relative_macs", "relative_acc"))
+    by = [] if args.by.strip().lower() == "none" else [c.strip() for c in args.by.split(",")
+                                                        if c.strip()]
+    for path, (df, _) in zip(args.tables, tables, strict=True):
+        missing = [c for c in by if c not in df.columns]
+        if missing:
+            raise DyceError("column missing (used by --by)", path=path, field=missing[0])
+    table = pl.concat([df for df, _ in tables], how="diagonal_relaxed")
+    front = pareto_front(table, by=by or None)
+    metadata = dict(tables[0][1])
+    metadata.update(front_tables=[str(p) for p in args.tables], front_by=by)
+    if args.csv:
+        write_csv(front, args.csv)
+    write_table(front, args.out, metadata)
+    summary = summary_figures(front, args.tolerance, by=by)
+    for row in summary.iter_rows(named=True):
+        label = " ".join(str(row[c]) for c in by) or "all"
+        saved = row["macs_saved"]
+        figure = "no configuration" if saved is None else f"{100 * saved:.1f} % MACs saved"
+        print(f"dyce front: {label}: {figure} at ≤ {100 * args.tolerance:g} % accuracy drop")
+    return 0
