@@ -55,6 +55,7 @@ def search_and_eval(
     calibration: bool = False,
     device: str = "cuda",
     refresh: bool = False,
+    candidates: str = "dense",
 ) -> pl.DataFrame:
     """Search on the train record for every λ, evaluate on the val record, save the results.
 
@@ -69,11 +70,15 @@ def search_and_eval(
         device: accepted for compatibility and ignored (no torch is used).
         refresh: recompute even when ``{save_dir}/{save_name}.csv`` exists; otherwise an existing
             result is read back instead of searching again.
+        candidates: ``"dense"`` (default): onepass and circular also write each searched
+            configuration's neighbours (:mod:`dyce.search.candidates`), named in a
+            ``candidate`` column after ``lambda``; ``"searched"``: one row per λ, as the
+            original release.
 
     Returns:
         The filtered front (columns ``relative_macs, raw_macs, relative_acc, raw_acc,
-        relative_macs_tr, raw_macs_tr, relative_acc_tr, raw_acc_tr, config, exit_ratio, lambda``;
-        MACs per sample, ``config`` and ``exit_ratio`` as JSON text), sorted by ``relative_macs``.
+        relative_macs_tr, raw_macs_tr, relative_acc_tr, raw_acc_tr, config, exit_ratio, lambda``,
+        then ``candidate`` for the dense candidates; MACs per sample, ``config`` and ``exit_ratio`` as JSON text), sorted by ``relative_macs``.
     """
     del device  # no torch here
     if method not in SEED_METHODS:
@@ -89,7 +94,9 @@ def search_and_eval(
         return pl.read_csv(front_csv)
 
     from dyce.records.npz import load_any_records
-    from dyce.search.searcher import search_configs
+    from dyce.search.candidates import check_candidate_set, search_candidates
+
+    check_candidate_set(candidates)
 
     macs = load_macs_info(macs_info)
     train = load_any_records(train_record_path, macs)
@@ -99,17 +106,20 @@ def search_and_eval(
         if max(lambdas, default=0.0) <= 1 + 1e-9:
             # np.arange(0.5, 1.01, 0.01) ends at 1.0000000000000004: not a λ above 1 in intent.
             warnings.filterwarnings("ignore", message="lambda above 1", category=UserWarning)
-        results = search_configs(train, macs, method, lambdas, normalize=True,
-                                 calibration=calibration)
+        results = search_candidates(train, macs, method, lambdas, candidates=candidates,
+                                    normalize=True, calibration=calibration)
     searched = search_table(results, method=method, model=train.model, dataset=train.dataset)
 
     val = load_any_records(val_record_path, macs)
+    options = {"candidates": candidates} if "candidate" in searched.columns else {}
     metadata = search_metadata(train, method=method, normalize=True, calibration=calibration,
-                               sim_index=sim_index, evaluation_records=str(val_record_path))
+                               sim_index=sim_index, evaluation_records=str(val_record_path),
+                               **options)
     check_exit_table(metadata, val, val_record_path)
     print(f"[{sim_index}] evaluating on {val_record_path}")
     evaluated = evaluate_table(searched, val, macs)
-    unfiltered = evaluated.sort("relative_macs", maintain_order=True).select(SEED_COLUMNS)
+    columns = [*SEED_COLUMNS, *(["candidate"] if "candidate" in evaluated.columns else [])]
+    unfiltered = evaluated.sort("relative_macs", maintain_order=True).select(columns)
     front = pareto_front(unfiltered)
 
     for table, csv_path in ((unfiltered, all_csv), (front, front_csv)):

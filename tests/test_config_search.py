@@ -43,6 +43,7 @@ def test_search_and_eval_as_in_the_readme(seed_setup, tmp_path):
         macs_info=macs_info,
         train_record_path="train.npz",
         val_record_path="val.npz",
+        candidates="searched",  # the original release's output: one row per λ
     )
     out = tmp_path / "eval" / "sim_results"
     front_csv = pl.read_csv(out / "dyce_resnet50_onepass.csv")
@@ -132,3 +133,19 @@ def test_seed_readme_two_steps_with_output_recorder(tmp_path, monkeypatch):
         expected = evaluate_any(reference["val"], macs_info, config)
         assert row["relative_macs"] == expected.relative_macs
         assert row["raw_acc"] == expected.raw_acc
+
+
+def test_search_and_eval_default_adds_candidates_to_every_lambda(seed_setup, tmp_path):
+    train, val, macs_info = seed_setup
+    front = search_and_eval(sim_index="dense", macs_info=macs_info,
+                            train_record_path="train.npz", val_record_path="val.npz")
+    everything = pl.read_csv(tmp_path / "eval" / "sim_results" / "unfiltered" / "dense_onepass.csv")
+    assert tuple(everything.columns) == (*SEED_COLUMNS, "candidate")
+    assert everything.height > 51
+    assert everything.filter(pl.col("candidate") == "searched").height == 51
+    assert everything.select("lambda", "candidate").is_unique().all()
+    assert front.height == pareto_front(everything).height
+    for row in everything.sample(40, seed=0).iter_rows(named=True):
+        on_val = evaluate_any(val, macs_info, json.loads(row["config"]))
+        assert (row["relative_macs"], row["relative_acc"]) == (on_val.relative_macs,
+                                                               on_val.relative_acc)

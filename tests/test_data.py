@@ -21,14 +21,20 @@ def digits_labels() -> np.ndarray:
 
 
 def test_digits_splits_are_disjoint_stratified_and_cover_the_data(digits_labels):
-    splits = prepare_splits("digits", seed=3, val_fraction=0.2, search_fraction=0.25)
-    train, search, val = (set(splits["splits"][name]) for name in ("train", "search", "val"))
-    assert not train & search and not train & val and not search & val
-    assert train | search | val == set(range(len(digits_labels)))
+    splits = prepare_splits("digits", seed=3, val_fraction=0.2, search_fraction=0.25,
+                            calib_fraction=0.15)
+    names = ("train", "search", "calib", "val")
+    sets = {name: set(splits["splits"][name]) for name in names}
+    for i, first in enumerate(names):
+        for second in names[i + 1:]:
+            assert not sets[first] & sets[second], (first, second)
+    assert set().union(*sets.values()) == set(range(len(digits_labels)))
+    val, search, calib = sets["val"], sets["search"], sets["calib"]
     assert len(val) == pytest.approx(0.2 * len(digits_labels), abs=1)
     assert len(search) == pytest.approx(0.25 * (len(digits_labels) - len(val)), abs=1)
+    assert len(calib) == pytest.approx(0.15 * (len(digits_labels) - len(val)), abs=2)
     overall = np.bincount(digits_labels, minlength=10) / len(digits_labels)
-    for name in ("val", "search"):
+    for name in ("val", "search", "calib"):
         share = np.bincount(digits_labels[sorted(splits["splits"][name])], minlength=10)
         assert np.allclose(share / share.sum(), overall, atol=0.01), name
     assert splits["num_classes"] == 10 and splits["in_channels"] == 1
@@ -46,7 +52,55 @@ def test_splits_depend_only_on_the_seed():
 def test_search_on_train_reuses_the_training_samples():
     splits = prepare_splits("digits", seed=0, search_split="train")
     assert splits["splits"]["search"] == splits["splits"]["train"]
-    assert len(splits["splits"]["train"]) + len(splits["splits"]["val"]) == 1797
+    assert not set(splits["splits"]["calib"]) & set(splits["splits"]["train"])
+    assert sum(len(splits["splits"][n]) for n in ("train", "calib", "val")) == 1797
+
+
+def test_a_calib_split_leaves_the_search_split_as_it_was():
+    without = prepare_splits("digits", seed=5, calib_fraction=0.0)
+    with_calib = prepare_splits("digits", seed=5, calib_fraction=0.1)
+    assert without["splits"]["calib"] == []
+    assert with_calib["splits"]["search"] == without["splits"]["search"]
+    assert with_calib["splits"]["val"] == without["splits"]["val"]
+    assert set(with_calib["splits"]["train"]) | set(with_calib["splits"]["calib"]) == set(
+        without["splits"]["train"])
+
+
+def test_splits_without_calib_read_as_an_empty_calib_split(tmp_path):
+    splits = prepare_splits("digits", seed=2)
+    del splits["splits"]["calib"], splits["pools"]["calib"], splits["calib_fraction"]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(splits))
+    assert load_splits(path)["splits"]["calib"] == []
+    assert len(load_split(path, "val")) == len(splits["splits"]["val"])
+    with pytest.raises(DyceError, match="splits.calib.*empty"):
+        load_split(path, "calib")
+
+
+def test_deformed_digits_split_by_source_image(digits_labels):
+    from dyce.data.deformed_digits import DeformedDigitsPool
+
+    copies = 16
+    splits = prepare_splits("digits_deformed", seed=0, val_fraction=0.2, search_fraction=0.25,
+                            calib_fraction=0.25, copies=copies)
+    sources = {name: {i // copies for i in splits["splits"][name]} for name in splits["splits"]}
+    names = list(sources)
+    for i, first in enumerate(names):
+        for second in names[i + 1:]:
+            assert not sources[first] & sources[second], (first, second)
+    for name, indices in splits["splits"].items():
+        assert len(indices) == copies * len(sources[name])  # every copy of every source
+    assert len(splits["splits"]["val"]) >= 5000 and len(splits["splits"]["calib"]) >= 5000
+    pool = DeformedDigitsPool(8, copies, seed=0)
+    assert len(pool) == 1797 * copies
+    assert pool.targets[::copies] == list(digits_labels)
+    plain = load_split(prepare_splits("digits", seed=0), "val").pool
+    assert torch.equal(pool.images[::copies], plain.images)  # copy 0 is the image itself
+    deformed = pool.images.view(1797, copies, 1, 8, 8)
+    assert (deformed[:, 1:] != deformed[:, :1]).any(dim=(2, 3, 4)).all()  # the others differ
+    again = load_split(splits, "calib")
+    image, label, sample_id = again[7]
+    assert torch.equal(image, pool.images[sample_id]) and label == pool.targets[sample_id]
 
 
 def test_load_split_yields_normalised_images_labels_and_sample_ids(digits_labels):

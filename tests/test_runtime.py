@@ -22,7 +22,6 @@ from dyce.records.format import read_records
 from dyce.records.recording import record_split
 from dyce.report.tables import evaluate_table, pareto_front, search_table, write_table
 from dyce.runtime.inference import EarlyExitRuntime, build_bundle, load_bundle
-from dyce.runtime.risk import choose_by_risk, risk_losses
 from dyce.search.searcher import search_configs
 
 EXIT_TYPES = ("mlp1x1000", "mlp3x500")
@@ -312,24 +311,66 @@ def test_lambda_selects_the_nearest_searched_lambda(setup):
         runtime.set_lambda(0.7, method="msdnet")
 
 
-def test_risk_control_activates_the_cheapest_configuration_with_a_bounded_loss(setup):
+def _brute_force_risk(front, calibration, macs, tolerance, delta, search_losses=None):
+    """Index of the front entry ``dyce select``'s procedure picks (None: the original model)."""
+    from scipy import stats
+
+    right = [s for s in range(calibration.num_samples)
+             if calibration.top1_preds[-1, s] == calibration.labels[s]]
+    losses = search_losses or [0.0] * len(front)
+    order = sorted(range(len(front)), key=lambda i: (losses[i], -front[i].relative_macs, i))
+    passed = []
+    for i in order:
+        prediction = evaluate_any(calibration, macs, front[i].as_config(),
+                                  per_sample=True).prediction
+        wrong = sum(int(prediction[s] != calibration.labels[s]) for s in right)
+        bound = (1.0 if wrong >= len(right)
+                 else stats.beta.ppf(1 - delta, wrong + 1, len(right) - wrong))
+        if bound > tolerance:
+            break
+        evaluation = evaluate_any(calibration, macs, front[i].as_config())
+        passed.append((evaluation.relative_macs, -evaluation.relative_acc, len(passed), i))
+    return min(passed)[-1] if passed else None
+
+
+def test_risk_control_activates_the_selection_of_dyce_select(setup):
     runtime = setup["runtime"]
-    calibration = setup["records"]["search"]
+    calibration = setup["records"]["val"]
     macs = load_macs_info(setup["macs"])
-    choice = runtime.set_risk(0.1, 0.1, calibration)
-    predictions = np.stack([evaluate_any(calibration, macs, e.as_config(), per_sample=True)
-                            .prediction for e in runtime.front])
-    expected = choose_by_risk(risk_losses(calibration, predictions),
-                              [e.relative_macs for e in runtime.front], 0.1, 0.1)
-    assert choice.index == expected.index
-    if choice.index is None:
-        assert runtime.current.method == "original"
-    else:
-        assert runtime.current is runtime.front[choice.index]
-        assert choice.upper_bound <= 0.1
-        loss = risk_losses(calibration, predictions[choice.index]).mean()
-        assert choice.empirical_loss == pytest.approx(loss)
-    assert runtime.set_risk(0.5, 0.1, calibration).index is not None
+    for tolerance in (0.1, 0.5):
+        selection = runtime.set_risk(tolerance, 0.1, calibration)
+        expected = _brute_force_risk(runtime.front, calibration, macs, tolerance, 0.1)
+        assert selection.passed == (expected is not None)
+        if expected is None:
+            assert runtime.current.method == "original"
+        else:
+            assert runtime.current is runtime.front[expected]
+            assert selection.bound <= tolerance and selection.order == "macs"
+    assert runtime.set_risk(0.5, 0.1, calibration).passed
+
+
+def test_bundle_stores_calibration_records_and_search_losses(setup, tmp_path):
+    from dyce.runtime.selection import configuration_losses
+
+    folder = setup["folder"]
+    path = tmp_path / "bundle.pt"
+    build_bundle(folder / "exits.pt", setup["fronts"], folder / "macs.json", path,
+                 calibration_records=folder / "val.parquet",
+                 search_records=folder / "search.parquet")
+    runtime = EarlyExitRuntime.load(path, device="cpu")
+    macs = load_macs_info(setup["macs"])
+    search, calibration = setup["records"]["search"], setup["records"]["val"]
+    losses = configuration_losses(search, macs, [e.as_config() for e in runtime.front])
+    assert [e.search_loss for e in runtime.front] == list(losses)
+    assert np.array_equal(runtime.calibration.labels, calibration.labels)
+    assert np.array_equal(runtime.calibration.top1_preds, calibration.top1_preds)
+    assert np.array_equal(runtime.calibration.top1_confs, calibration.top1_confs)
+    stored = runtime.set_risk(0.5, 0.1)  # the bundle's calibration records by default
+    chosen = runtime.current
+    given = runtime.set_risk(0.5, 0.1, folder / "val.parquet")
+    assert stored.order == "risk" and stored == given and runtime.current is chosen
+    expected = _brute_force_risk(runtime.front, calibration, macs, 0.5, 0.1, list(losses))
+    assert expected is not None and chosen is runtime.front[expected]
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 8, 8), (2, 1, 16, 16), (1, 8, 8)])
@@ -417,6 +458,6 @@ def test_cli_predict_errors_are_one_line_with_status_2(setup, capsys):
     folder = setup["folder"]
     base = ["predict", str(folder / "bundle.pt"), "--data", str(folder / "splits.json")]
     assert dyce_main([*base, "--risk", "0.05", "0.1"]) == 2
-    assert "--risk needs --calibration-records" in capsys.readouterr().err
+    assert "holds no calibration records" in capsys.readouterr().err
     assert dyce_main([*base, "--budget", "0.0"]) == 2
     assert "below the cheapest configuration" in capsys.readouterr().err

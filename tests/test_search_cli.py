@@ -39,7 +39,8 @@ def files(tmp_path):
 def test_search_evaluate_front_round_trip(files, tmp_path, capsys):
     result = tmp_path / "search" / "lambda_0.93.parquet"
     assert main(["search", files["train"], "--macs-info", files["macs"], "--method", "onepass",
-                 "--lambda", "0.93", "--no-progress", "--out", str(result)]) == 0
+                 "--lambda", "0.93", "--candidates", "searched", "--no-progress",
+                 "--out", str(result)]) == 0
     table, metadata = read_table(result)
     assert table.height == 1
     row = table.row(0, named=True)

@@ -416,7 +416,9 @@ def test_lambda_chunks_split_the_grid_into_that_many_jobs_and_a_merge(config_onl
         "results/digits/a/search/circular.parquet", "results/digits/a/search/onepass.parquet"]
     assert [out for rule, out in jobs if rule == "search_dyce"] == [
         "results/digits/b/search/onepass.parquet"]
-    grids = re.findall(r"--lambda ([0-9. ]+?) +--model a ", output)
+    grids = [re.search(r"--lambda ((?:[0-9.]+ )+)", line).group(1).strip()
+             for line in output.splitlines() if "dyce search" in line and "--model a " in line
+             and "--method onepass" in line or "--method circular" in line and "--model a " in line]
     assert sorted(grids) == ["0.5 0.6", "0.5 0.6", "0.7", "0.7"]
 
 

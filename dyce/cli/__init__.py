@@ -19,7 +19,8 @@ from dyce.errors import DyceError
 
 #: Command modules of ``dyce.cli`` in pipeline order.
 COMMAND_MODULES = (
-    "data", "train", "record", "macs", "search", "evaluate", "report", "runtime", "workflow",
+    "data", "train", "record", "macs", "search", "select", "evaluate", "report", "runtime",
+    "workflow",
 )
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 #: Splits that ``record`` and ``cache-features`` pass over.
-RECORD_SPLITS = ("train", "search", "val")
+RECORD_SPLITS = ("train", "search", "calib", "val")
 
 DEVICE_HELP = "auto (CUDA when present, else CPU), cpu, cuda, cuda:N"
 MACS_INFO_HELP = "MACs of the backbone and exits (seed JSON format)"

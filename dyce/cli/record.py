@@ -58,6 +58,7 @@ def _record(args: argparse.Namespace) -> int:
     from dyce.data.shards import parse_shard
     from dyce.data.splits import load_split, load_splits
     from dyce.network.models import load_exits_checkpoint
+    from dyce.network.timm_backbones import model_transform
     from dyce.records.recording import record_features, record_split
 
     splits = load_splits(args.data)
@@ -82,7 +83,8 @@ def _record(args: argparse.Namespace) -> int:
         )
     else:
         count = record_split(
-            net, load_split(splits, args.split), topk=args.topk, batch_size=args.batch_size,
+            net, load_split(splits, args.split, transform=model_transform(net.backbone, splits)),
+            topk=args.topk, batch_size=args.batch_size,
             device=args.device, out_path=args.out, model=str(spec.get("model", "")),
             dataset_name=splits["dataset"], split=args.split, num_workers=job_workers(args),
             amp=args.amp, shard=shard,

@@ -35,7 +35,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     summary.add_argument("fronts", nargs="+", type=Path, metavar="FRONT.parquet")
     summary.add_argument("--tolerance", type=float, default=0.005,
                          help="relative accuracy drop allowed (default 0.005 = 0.5 %%)")
+    summary.add_argument("--selected", nargs="+", type=Path, default=[], metavar="PROMISE.parquet",
+                         help="'dyce evaluate CHOICE.json' tables: adds, per method, the "
+                         "validation MACs saved and accuracy drop of the configuration chosen "
+                         "without validation (dyce select) and whether it met its tolerance")
     summary.add_argument("--out", required=True, type=Path, metavar="SUMMARY.csv")
+    summary.add_argument("--html", type=Path, default=None, metavar="SUMMARY.html",
+                         help="also write the table as an HTML page (shown inline by "
+                         "Snakemake's report)")
+    summary.add_argument("--caption", default="",
+                         help="caption of the HTML table (default none)")
     summary.set_defaults(func=run_summary)
 
 
@@ -68,12 +77,24 @@ def run_summary(args: argparse.Namespace) -> int:
     from dyce.report.plots import summary_table
 
     table = summary_table(_read_fronts(args.fronts), args.tolerance)
+    shown = ["model", "dataset", "method", "macs_saved", "relative_macs", "relative_acc"]
+    if args.selected:
+        from dyce.report.tables import read_tables
+        from dyce.runtime.selection import selected_columns
+
+        selected = selected_columns([df for df, _ in read_tables(args.selected)])
+        table = table.join(selected, on=["model", "dataset", "method"], how="left",
+                           nulls_equal=True)
+        shown += ["selected_macs_saved", "selected_accuracy_drop", "selected_met_tolerance"]
     with atomic_path(args.out) as tmp:
         if args.out.suffix == ".parquet":
             table.write_parquet(tmp)
         else:
             table.write_csv(tmp)
+    if args.html is not None:
+        from dyce.report.html import write_html_table
+
+        write_html_table(table, args.html, args.caption)
     with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=40):
-        print(table.select("model", "dataset", "method", "macs_saved", "relative_macs",
-                           "relative_acc"))
+        print(table.select(shown))
     return 0

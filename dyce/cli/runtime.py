@@ -33,6 +33,12 @@ def _register_bundle(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--front", type=Path, nargs="+", required=True,
                         help="FRONT.parquet (dyce front, or an evaluated table); several allowed")
     parser.add_argument("--macs-info", type=Path, required=True, help="MACS.json of the network")
+    parser.add_argument("--calibration-records", type=Path, default=None, metavar="CALIB",
+                        help="calibration records (the calib split) to store in the bundle: "
+                        "the default of 'dyce predict --risk'")
+    parser.add_argument("--search-records", type=Path, default=None, metavar="SEARCH",
+                        help="search records: each front configuration's loss there orders the "
+                        "tests of 'dyce predict --risk' (as in dyce select)")
     add_out(parser, "BUNDLE.pt")
     parser.set_defaults(func=_bundle)
 
@@ -40,7 +46,9 @@ def _register_bundle(subparsers: argparse._SubParsersAction) -> None:
 def _bundle(args: argparse.Namespace) -> int:
     from dyce.runtime.inference import build_bundle
 
-    summary = build_bundle(args.exits, args.front, args.macs_info, args.out)
+    summary = build_bundle(args.exits, args.front, args.macs_info, args.out,
+                           calibration_records=args.calibration_records,
+                           search_records=args.search_records)
     print(f"wrote {args.out}: {summary['configurations']} configurations, "
           f"{summary['exit_heads']} of {summary['exit_heads_total']} exit heads kept")
     return 0
@@ -68,16 +76,17 @@ def _register_predict(subparsers: argparse._SubParsersAction) -> None:
                         "validation relative MACs is at most this (1.0 = original model)")
     choice.add_argument("--lambda", dest="lambda_value", type=float,
                         help="the front configuration searched with the nearest lambda")
-    choice.add_argument("--risk", nargs=2, type=float, metavar=("EPSILON", "DELTA"),
-                        help="cheapest configuration whose accuracy loss vs the original model "
-                        "is at most EPSILON with probability 1-DELTA (needs "
-                        "--calibration-records)")
+    choice.add_argument("--risk", nargs=2, type=float, metavar=("TOLERANCE", "DELTA"),
+                        help="cheapest front configuration whose relative accuracy drop vs the "
+                        "original model is at most TOLERANCE with probability 1-DELTA, tested "
+                        "on the bundle's calibration records (as dyce select does)")
     choice.add_argument("--config-index", type=int, help="row of the bundle's front")
     parser.add_argument("--method", default=None,
                         help="with --lambda: the search method when the front has several")
     parser.add_argument("--calibration-records", type=Path,
-                        help="RECORDS.parquet of held-out calibration samples (for --risk); for "
-                        "the guarantee, samples used neither to train, search nor validate")
+                        help="RECORDS.parquet of held-out calibration samples for --risk instead "
+                        "of the bundle's; for the guarantee, samples used neither to train, "
+                        "search nor validate")
     parser.add_argument("--bound", choices=("clopper-pearson", "hoeffding-bentkus"),
                         default="clopper-pearson", help="upper confidence bound for --risk")
     parser.add_argument("--dataset", default=None,
@@ -93,11 +102,9 @@ def _register_predict(subparsers: argparse._SubParsersAction) -> None:
 def _choose(runtime, args: argparse.Namespace) -> str:
     """Activate the configuration the arguments ask for; returns a line describing it."""
     if args.risk is not None:
-        if args.calibration_records is None:
-            raise DyceError("--risk needs --calibration-records", field="calibration_records")
-        epsilon, delta = args.risk
-        choice = runtime.set_risk(epsilon, delta, args.calibration_records, bound=args.bound)
-        return choice.summary()
+        tolerance, delta = args.risk
+        selection = runtime.set_risk(tolerance, delta, args.calibration_records, bound=args.bound)
+        return selection.summary(runtime.current.method)
     if args.budget is not None:
         runtime.set_budget(args.budget)
     elif args.lambda_value is not None:
@@ -124,6 +131,7 @@ def _image_batches(folder: Path, runtime, dataset: str | None, batch_size: int):
     from PIL import Image, UnidentifiedImageError
 
     from dyce.data.splits import eval_transform
+    from dyce.network.timm_backbones import model_transform
 
     if not folder.is_dir():
         raise DyceError("not a folder", path=folder, field="images")
@@ -134,7 +142,9 @@ def _image_batches(folder: Path, runtime, dataset: str | None, batch_size: int):
     if dataset is None:
         raise DyceError("the bundle names no dataset; give --dataset for the preprocessing",
                         field="dataset")
-    transform = eval_transform(dataset, runtime.input_size, runtime.in_channels)
+    transform = model_transform(
+        runtime.backbone, {"dataset": dataset, "image_size": list(runtime.input_size)}
+    ) or eval_transform(dataset, runtime.input_size, runtime.in_channels)
     mode = "L" if runtime.in_channels == 1 else "RGB"
     for start in range(0, len(files), batch_size):
         chunk = files[start: start + batch_size]
@@ -148,13 +158,16 @@ def _image_batches(folder: Path, runtime, dataset: str | None, batch_size: int):
         yield torch.stack(images), None, [str(p) for p in chunk]
 
 
-def _split_batches(splits: Path, split: str, batch_size: int):
+def _split_batches(splits: Path, split: str, batch_size: int, runtime):
     """Yield ``(images, labels, sample_ids)`` batches of one split of SPLITS.json."""
     from torch.utils.data import DataLoader
 
-    from dyce.data.splits import load_split
+    from dyce.data.splits import load_split, load_splits
+    from dyce.network.timm_backbones import model_transform
 
-    loader = DataLoader(load_split(splits, split), batch_size=batch_size, shuffle=False)
+    info = load_splits(splits)
+    dataset = load_split(info, split, transform=model_transform(runtime.backbone, info))
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     for images, labels, sample_ids in loader:
         yield images, labels.numpy(), sample_ids.numpy()
 
@@ -171,7 +184,7 @@ def _predict(args: argparse.Namespace) -> int:
     runtime = EarlyExitRuntime.load(args.bundle, device=args.device)
     risk_line = _choose(runtime, args)
     if args.data is not None:
-        batches = _split_batches(args.data, args.split, args.batch_size)
+        batches = _split_batches(args.data, args.split, args.batch_size, runtime)
     else:
         batches = _image_batches(args.images, runtime, args.dataset or runtime.dataset,
                                  args.batch_size)

@@ -48,6 +48,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="search on relative accuracy and MACs instead of the normalised ones")
     search.add_argument("--calibration", action="store_true",
                         help="conservative (10 %% quantile) per-exit accuracy during the search")
+    search.add_argument("--candidates", choices=("dense", "searched"), default="dense",
+                        help="onepass/circular: also write each searched configuration's "
+                        "neighbours (thresholds raised toward 1, one shared threshold on its "
+                        "exits; a 'candidate' column names each row; default), or only the "
+                        "searched configurations, as the original DyCE ('searched')")
     search.add_argument("--model", help="model name for the table (default: from the records)")
     search.add_argument("--dataset", help="dataset name for the table (default: from the records)")
     add_no_progress(search)
@@ -164,8 +169,10 @@ def run_search(args: argparse.Namespace) -> int:
         model=args.model if args.model is not None else records.model,
         dataset=args.dataset if args.dataset is not None else records.dataset,
     )
+    options = {"candidates": args.candidates} if "candidate" in table.columns else {}
     metadata = search_metadata(records, method=args.method, normalize=args.normalize,
-                               calibration=args.calibration, macs_info=str(args.macs_info))
+                               calibration=args.calibration, macs_info=str(args.macs_info),
+                               **options)
     write_table(table, args.out, metadata)
     print(f"dyce search: {table.height} configurations → {args.out}")
     return 0
@@ -179,14 +186,16 @@ def _search_dyce(args, records, macs, lambdas, exit_types) -> list:
 
 
 def _search_dyce_quiet(args, records, macs, lambdas, exit_types) -> list:
+    from dyce.search.candidates import search_candidates
     from dyce.search.searcher import search_configs
 
     if args.method != "samethres":
         if exit_types:
             raise DyceError(f"{args.method} chooses exit types itself; --exit-type is for "
                             "samethres and the peer strategies", field="exit_type")
-        return search_configs(records, macs, args.method, lambdas, normalize=args.normalize,
-                              calibration=args.calibration, progress=args.progress)
+        return search_candidates(records, macs, args.method, lambdas,
+                                 candidates=args.candidates, normalize=args.normalize,
+                                 calibration=args.calibration, progress=args.progress)
     results = []
     for exit_type in exit_types or [0]:
         results += search_configs(records, macs, "samethres", lambdas, normalize=args.normalize,

@@ -46,12 +46,15 @@ def _register_train_backbone(subparsers: argparse._SubParsersAction) -> None:
 
 def _train_backbone(args: argparse.Namespace) -> int:
     from dyce.data.splits import load_split, load_splits
+    from dyce.network.timm_backbones import model_transform
     from dyce.network.training import evaluate_accuracy, save_backbone, train_backbone
 
     splits = load_splits(args.data)
     result = train_backbone(splits, args.model, **training_settings(args))
     accuracy = evaluate_accuracy(
-        result.model, load_split(splits, "val"), batch_size=max(args.batch_size, 256),
+        result.model,
+        load_split(splits, "val", transform=model_transform(result.model, splits)),
+        batch_size=max(args.batch_size, 256),
         device=args.device,
     )
     save_backbone(args.out, result.model, result.spec, result.history,
@@ -93,6 +96,7 @@ def _cache_features(args: argparse.Namespace) -> int:
     from dyce.data.shards import parse_shard
     from dyce.data.splits import load_split, load_splits
     from dyce.network.features import cache_features
+    from dyce.network.timm_backbones import model_transform
     from dyce.network.training import prepare_exit_network
 
     splits = load_splits(args.data)
@@ -102,7 +106,8 @@ def _cache_features(args: argparse.Namespace) -> int:
         exit_types=["mlp1x1"],  # heads are not cached; the cheapest one builds the network
     )
     count = cache_features(
-        net, load_split(splits, args.split), out_dir=args.out, batch_size=args.batch_size,
+        net, load_split(splits, args.split, transform=model_transform(net.backbone, splits)),
+        out_dir=args.out, batch_size=args.batch_size,
         model=args.model, dataset_name=splits["dataset"], split=args.split, device=args.device,
         dtype=args.dtype, amp=args.amp, num_workers=job_workers(args), shard=shard,
     )
@@ -145,7 +150,8 @@ def _register_train_exits(subparsers: argparse._SubParsersAction) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--backbone", type=Path, help="BACKBONE.pt from dyce train-backbone")
     source.add_argument("--weights", help="torchvision weights enum (e.g. "
-                        "ResNet50_Weights.IMAGENET1K_V2) or a state-dict file")
+                        "ResNet50_Weights.IMAGENET1K_V2), for a timm:NAME model DEFAULT or a "
+                        "pretrained tag (e.g. a1_in1k), or a state-dict file")
     parser.add_argument("--taps", default="auto",
                         help="auto (after every block) or comma-separated graph node names")
     parser.add_argument("--exit-types", default=None,

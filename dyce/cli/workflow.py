@@ -79,11 +79,15 @@ def architecture_report(names: list[str]) -> dict[str, list[str]]:
     """Known backbone names and the ``unknown`` ones among ``names``.
 
     Only the small ResNets are listed unless a name outside them is asked about; then the
-    torchvision classification models are listed as well (torch is imported for that).
+    torchvision classification models are listed as well and each such name is checked
+    (torch, and timm for ``timm:`` names, are imported for that).
     """
     known = set(SMALL_RESNET_BLOCKS)
-    if set(names) - known:
-        from dyce.network.models import available_models
+    others = sorted(set(names) - known)
+    if not others:
+        return {"known": sorted(known), "unknown": []}
+    from dyce.network.models import available_models, is_known_model
 
-        known |= set(available_models())
-    return {"known": sorted(known), "unknown": sorted(set(names) - known)}
+    known |= set(available_models())
+    return {"known": sorted(known),
+            "unknown": [name for name in others if name not in known and not is_known_model(name)]}

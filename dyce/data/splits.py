@@ -1,17 +1,23 @@
 """Datasets and deterministic splits.
 
-Four datasets are known: ``digits`` (scikit-learn's bundled 8x8 handwritten digits, offline),
-``cifar10`` and ``cifar100`` (torchvision) and ``imagefolder`` (an ImageNet-style local folder
-with ``train/`` and ``val/`` class sub-folders).
+Five datasets are known: ``digits`` (scikit-learn's bundled 8x8 handwritten digits, offline),
+``digits_deformed`` (the same digits, each with label-preserving deformed copies; see
+:mod:`dyce.data.deformed_digits`), ``cifar10`` and ``cifar100`` (torchvision) and ``imagefolder`` (an
+ImageNet-style local folder with ``train/`` and ``val/`` class sub-folders).
 
 A *splits* description (a JSON-able dict, written by ``dyce prepare-data``) names the dataset,
-where it lives, the image size and, for each of the three splits ``train`` (backbone and exit
-training), ``search`` (where exit configurations are searched) and ``val`` (final evaluation),
-the *pool* it is drawn from and the list of indices into that pool. A sample's index in its pool
-is its ``sample_id`` in the records. Pools: ``all`` for digits (val is a held-out stratified
-fraction), ``train``/``test`` for CIFAR and ``train``/``val`` for image folders (val is the
-official split). ``search`` is either the training indices themselves (``search_split="train"``,
-the original DyCE behaviour) or a stratified held-out part of the training pool (``heldout``).
+where it lives, the image size and, for each of the four splits ``train`` (backbone and exit
+training), ``search`` (where exit configurations are searched), ``calib`` (where an operating
+point is chosen with a guarantee, ``dyce select``; used by nothing else) and ``val`` (final
+evaluation), the *pool* it is drawn from and the list of indices into that pool. A sample's index
+in its pool is its ``sample_id`` in the records. Pools: ``all`` for digits (val is a held-out
+stratified fraction), ``train``/``test`` for CIFAR and ``train``/``val`` for image folders (val
+is the official split). ``search`` is either the training indices themselves
+(``search_split="train"``, the original DyCE behaviour) or a stratified held-out part of the
+training pool (``heldout``); ``calib`` is always held out of the training pool (empty when
+``calib_fraction`` is 0). For ``digits_deformed`` every split is drawn over *source images* and
+then holds all copies of its sources, so no deformed copy of a val, calib or search image is
+trained on. Splits files written before ``calib`` existed read as having an empty one.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from torch.utils.data import Dataset
 from dyce.errors import DyceError
 
 SPLITS_FORMAT_VERSION = 1
-SPLIT_NAMES = ("train", "search", "val")
+SPLIT_NAMES = ("train", "search", "calib", "val")
 SEARCH_SPLIT_CHOICES = ("heldout", "train")
 
 # Mean and standard deviation of the digits pixels after scaling 0..16 to 0..1 (whole set).
@@ -52,6 +58,7 @@ class DatasetFacts:
 
 DATASETS: dict[str, DatasetFacts] = {
     "digits": DatasetFacts(1, 8, ("all", "all"), needs_root=False),
+    "digits_deformed": DatasetFacts(1, 8, ("all", "all"), needs_root=False),
     "cifar10": DatasetFacts(3, 32, ("train", "test"), needs_root=True),
     "cifar100": DatasetFacts(3, 32, ("train", "test"), needs_root=True),
     "imagefolder": DatasetFacts(3, 224, ("train", "val"), needs_root=True),
@@ -141,7 +148,7 @@ def eval_transform(
     facts = dataset_facts(dataset)
     size = facts.default_image_size if image_size is None else image_size
     size = (int(size), int(size)) if isinstance(size, (int, np.integer)) else tuple(size)
-    if dataset == "digits":  # the digits pool: pixels scaled to [0, 1], then standardised
+    if dataset in ("digits", "digits_deformed"):  # pixels scaled to [0, 1], then standardised
         channels = facts.in_channels if in_channels is None else int(in_channels)
         return transforms.Compose([
             transforms.Resize(size, antialias=True), transforms.ToTensor(),
@@ -173,10 +180,17 @@ def open_pool(
     image_size: int | None = None,
     train_transforms: bool = False,
     download: bool = False,
+    transform: Callable | None = None,
+    copies: int | None = None,
+    deform_seed: int = 0,
 ) -> Dataset:
     """Open one pool of ``dataset``: a torch Dataset of ``(image (C, S, S) float, label int)``.
 
     ``train_transforms`` adds augmentation (random crop and flip; none for digits).
+    ``transform`` (PIL image -> tensor) replaces the dataset's preprocessing (CIFAR and image
+    folders), e.g. a pretrained model's own (:func:`dyce.network.timm_backbones.model_transform`).
+    ``copies`` and ``deform_seed``: versions per source image and the seed of their deformations
+    (``digits_deformed`` only; default :data:`dyce.data.deformed_digits.DEFAULT_COPIES`).
     Downloads only when ``download`` is true; otherwise a missing or empty ``root`` raises
     :class:`DyceError` naming it.
     """
@@ -186,8 +200,16 @@ def open_pool(
         raise DyceError(f"image size must be positive, got {size}", field="image_size")
     if dataset == "digits":
         return DigitsPool(size)
+    if dataset == "digits_deformed":
+        from dyce.data.deformed_digits import DEFAULT_COPIES, DeformedDigitsPool
+
+        copies = DEFAULT_COPIES if copies is None else int(copies)
+        if copies < 1:
+            raise DyceError(f"must be at least 1, got {copies}", field="copies")
+        return DeformedDigitsPool(size, copies, deform_seed)
     path = _require_root(dataset, root, download)
-    transform = _image_transform(dataset, size, train_transforms)
+    if transform is None:
+        transform = _image_transform(dataset, size, train_transforms)
     if dataset in ("cifar10", "cifar100"):
         from torchvision.datasets import CIFAR10, CIFAR100
 
@@ -244,14 +266,21 @@ def prepare_splits(
     val_fraction: float = 0.2,
     search_split: str = "heldout",
     search_fraction: float = 0.2,
+    calib_fraction: float = 0.0,
     download: bool = False,
     image_size: int | None = None,
+    copies: int | None = None,
 ) -> dict[str, Any]:
-    """Deterministic train/search/val splits of ``dataset`` from ``seed`` (a JSON-able dict).
+    """Deterministic train/search/calib/val splits of ``dataset`` from ``seed`` (a JSON-able dict).
 
     ``val_fraction`` applies to digits only (CIFAR and image folders use their official
     test/val split). ``search_split="heldout"`` holds out a stratified ``search_fraction`` of the
     training pool for the search; ``"train"`` searches on the training indices themselves.
+    ``calib_fraction`` (in ``[0, 1)``; default 0: no calib split) of the training pool is held
+    out, stratified, for calibration, after the search split (which stays what it was without a
+    calib split).
+    ``copies``: versions per source image of ``digits_deformed`` (every split is drawn over
+    source images, then holds all their copies).
     """
     facts = dataset_facts(dataset)
     if search_split not in SEARCH_SPLIT_CHOICES:
@@ -259,15 +288,23 @@ def prepare_splits(
             f"must be one of {', '.join(SEARCH_SPLIT_CHOICES)}, got '{search_split}'",
             field="search_split",
         )
+    if not (0.0 <= calib_fraction < 1.0):
+        raise DyceError(f"must lie in [0, 1), got {calib_fraction}", field="calib_fraction")
+    held_out = search_fraction if search_split == "heldout" else 0.0
+    if calib_fraction > 0 and held_out + calib_fraction >= 1.0:
+        raise DyceError(f"search_fraction {search_fraction} + calib_fraction {calib_fraction} "
+                        "leave no training samples", field="calib_fraction")
     size = facts.default_image_size if image_size is None else int(image_size)
+    deformed = dataset == "digits_deformed"
     train_pool_name, val_pool_name = facts.pools
-    train_pool = open_pool(dataset, train_pool_name, root=root, image_size=size, download=download)
-    labels = pool_targets(train_pool)
-    if dataset == "digits":
+    train_pool = open_pool(dataset, train_pool_name, root=root, image_size=size,
+                           download=download, copies=copies, deform_seed=seed)
+    labels = train_pool.source_targets if deformed else pool_targets(train_pool)
+    if dataset in ("digits", "digits_deformed"):
         train_idx, val_idx = _stratified_holdout(
             np.arange(len(labels)), labels, val_fraction, seed, "val_fraction"
         )
-        val_len = len(labels)
+        val_len = len(train_pool)
     else:
         val_pool = open_pool(dataset, val_pool_name, root=root, image_size=size, download=download)
         val_idx = np.arange(len(val_pool))
@@ -281,28 +318,39 @@ def prepare_splits(
         train_idx, search_idx = _stratified_holdout(
             train_idx, labels, search_fraction, seed + 1, "search_fraction"
         )
-    else:
+    calib_idx = np.empty(0, dtype=np.int64)
+    if calib_fraction > 0:
+        train_idx, calib_idx = _stratified_holdout(
+            train_idx, labels, calib_fraction / (1.0 - held_out), seed + 2, "calib_fraction"
+        )
+    if search_split != "heldout":
         search_idx = train_idx
-    return {
+    indices = {"train": train_idx, "search": search_idx, "calib": calib_idx, "val": val_idx}
+    if deformed:
+        from dyce.data.deformed_digits import expand_sources
+
+        indices = {name: expand_sources(idx, train_pool.copies) for name, idx in indices.items()}
+    splits = {
         "format_version": SPLITS_FORMAT_VERSION,
         "dataset": dataset,
-        "root": None if root is None or dataset == "digits" else str(root),
+        "root": None if root is None or facts.needs_root is False else str(root),
         "image_size": size,
         "in_channels": facts.in_channels,
         "num_classes": len(train_pool.classes),
         "classes": [str(name) for name in train_pool.classes],
         "seed": int(seed),
-        "val_fraction": float(val_fraction) if dataset == "digits" else None,
+        "val_fraction": float(val_fraction) if dataset in ("digits", "digits_deformed") else None,
         "search_split": search_split,
         "search_fraction": float(search_fraction) if search_split == "heldout" else None,
-        "pools": {"train": train_pool_name, "search": train_pool_name, "val": val_pool_name},
-        "pool_sizes": {train_pool_name: len(labels), val_pool_name: val_len},
-        "splits": {
-            "train": [int(i) for i in train_idx],
-            "search": [int(i) for i in search_idx],
-            "val": [int(i) for i in val_idx],
-        },
+        "calib_fraction": float(calib_fraction),
+        "pools": {"train": train_pool_name, "search": train_pool_name, "calib": train_pool_name,
+                  "val": val_pool_name},
+        "pool_sizes": {train_pool_name: len(train_pool), val_pool_name: val_len},
+        "splits": {name: [int(i) for i in idx] for name, idx in indices.items()},
     }
+    if deformed:
+        splits["copies"] = train_pool.copies
+    return splits
 
 
 def load_splits(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:
@@ -330,6 +378,11 @@ def load_splits(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]
         )
     if splits["dataset"] not in DATASETS:
         raise DyceError(f"unknown dataset '{splits['dataset']}'", path=path, field="dataset")
+    if isinstance(splits["splits"], dict) and "calib" not in splits["splits"]:
+        # Written before the calib split existed: an empty one from the training pool.
+        splits["splits"] = {**splits["splits"], "calib": []}
+        if isinstance(splits["pools"], dict) and "train" in splits["pools"]:
+            splits["pools"] = {**splits["pools"], "calib": splits["pools"]["train"]}
     for name in SPLIT_NAMES:
         indices = splits["splits"].get(name) if isinstance(splits["splits"], dict) else None
         if not isinstance(indices, list) or not all(isinstance(i, int) for i in indices):
@@ -360,11 +413,18 @@ class SplitDataset(Dataset):
 
 
 def load_split(
-    splits: str | os.PathLike | Mapping[str, Any], split: str, *, train_transforms: bool = False
+    splits: str | os.PathLike | Mapping[str, Any],
+    split: str,
+    *,
+    train_transforms: bool = False,
+    transform: Callable | None = None,
 ) -> SplitDataset:
-    """The torch Dataset of one split (``train``, ``search`` or ``val``) of a splits description.
+    """The torch Dataset of one split (``train``, ``search``, ``calib`` or ``val``) of a splits
+    description.
 
-    Items are ``(image, label, sample_id)``; ``train_transforms`` adds augmentation.
+    Items are ``(image, label, sample_id)``; ``train_transforms`` adds augmentation;
+    ``transform`` replaces the dataset's preprocessing (see :func:`open_pool`). An empty split
+    (e.g. ``calib`` of a splits file without one) raises :class:`DyceError`.
     """
     info = load_splits(splits)
     where = info["_source"]
@@ -374,7 +434,8 @@ def load_split(
         )
     pool = open_pool(
         info["dataset"], info["pools"][split], root=info.get("root"),
-        image_size=info["image_size"], train_transforms=train_transforms,
+        image_size=info["image_size"], train_transforms=train_transforms, transform=transform,
+        copies=info.get("copies"), deform_seed=int(info["seed"]),
     )
     pool_name = info["pools"][split]
     expected_size = (info.get("pool_sizes") or {}).get(pool_name)
@@ -384,6 +445,9 @@ def load_split(
             f"at {info.get('root')} has {len(pool)}", path=where, field="pool_sizes",
         )
     indices = info["splits"][split]
+    if not indices:
+        raise DyceError(f"split '{split}' is empty (prepare the data with a "
+                        f"{split}_fraction above 0)", path=where, field=f"splits.{split}")
     if indices and max(indices) >= len(pool):
         raise DyceError(
             f"index {max(indices)} out of range for {len(pool)} samples of pool "

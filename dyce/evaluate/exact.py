@@ -211,10 +211,19 @@ def evaluation_from_counts(
         calibration: report the calibrated accuracy as ``raw_acc``.
     """
     num_samples = int(sum(int(n) for n in exit_counts))
-    total_macs = sum((int(n) * Fraction(float(m)) for n, m in zip(exit_counts, leave_macs,
-                                                                   strict=True)), Fraction(0))
-    raw_macs = float(total_macs / num_samples)
-    relative_macs = float(total_macs / (num_samples * Fraction(float(ori_macs))))
+    macs_values = [float(m) for m in leave_macs]
+    ori = float(ori_macs)
+    if ori.is_integer() and all(m.is_integer() for m in macs_values):
+        # Whole MACs (thop counts): the same exact sum in Python ints, and int / int is
+        # correctly rounded like float(Fraction), so the floats are identical, 20x faster.
+        total = sum(int(n) * int(m) for n, m in zip(exit_counts, macs_values, strict=True))
+        raw_macs = total / num_samples
+        relative_macs = total / (num_samples * int(ori))
+    else:
+        total_macs = sum((int(n) * Fraction(m) for n, m in zip(exit_counts, macs_values,
+                                                                strict=True)), Fraction(0))
+        raw_macs = float(total_macs / num_samples)
+        relative_macs = float(total_macs / (num_samples * Fraction(ori)))
     correct = int(sum(int(c) for c in correct_counts))
     if calibration:
         raw_acc = calibrated_accuracy(exit_counts, correct_counts, num_samples)

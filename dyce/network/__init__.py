@@ -5,6 +5,8 @@ Importing the package is torch-free: a name loads its module (and torch) on firs
 - :mod:`dyce.network.architectures`: the backbone names known without torch (small ResNets).
 - :mod:`dyce.network.models`: backbones by name, taps (torchvision feature extraction),
   ``MultiExitNetwork``, exit checkpoints.
+- :mod:`dyce.network.timm_backbones`: timm models as ``timm:NAME`` (building, taps from
+  ``feature_info``, fx settings, preprocessing from the pretrained config).
 - :mod:`dyce.network.exit_heads`: exit heads ``mlp{L}x{W}`` (global average pooling + MLP).
 - :mod:`dyce.network.stages`: a traced backbone cut into sequential stages at its taps.
 - :mod:`dyce.network.features`: the pooled-feature cache exit training and recording can run on.
@@ -27,9 +29,11 @@ _SUBMODULE = {
     "ExitType": "exit_heads",
     "FeatureCache": "features",
     "graph_node_names": "models",
+    "is_known_model": "models",
     "load_backbone": "training",
     "load_exits_checkpoint": "models",
     "loader_workers": "device",
+    "model_transform": "timm_backbones",
     "MultiExitNetwork": "models",
     "open_feature_cache": "features",
     "parse_exit_type": "exit_heads",
@@ -68,8 +72,10 @@ __all__ = [
     "default_taps",
     "evaluate_accuracy",
     "graph_node_names",
+    "is_known_model",
     "load_backbone",
     "load_exits_checkpoint",
+    "model_transform",
     "loader_workers",
     "open_feature_cache",
     "parse_exit_type",
@@ -95,8 +101,23 @@ def __getattr__(name: str):
     so that the static import closure of ``dyce workflow-info`` sees them)."""
     if name not in _SUBMODULE:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from dyce.network import device, exit_heads, features, models, stages, training
+    from dyce.network import (
+        device,
+        exit_heads,
+        features,
+        models,
+        stages,
+        timm_backbones,
+        training,
+    )
 
-    modules = {"device": device, "exit_heads": exit_heads, "features": features,
-               "models": models, "stages": stages, "training": training}
+    modules = {
+        "device": device,
+        "exit_heads": exit_heads,
+        "features": features,
+        "models": models,
+        "stages": stages,
+        "timm_backbones": timm_backbones,
+        "training": training,
+    }
     return getattr(modules[_SUBMODULE[name]], name)

@@ -1,7 +1,8 @@
 """Backbones by name, exit taps via ``torchvision.models.feature_extraction``, multi-exit networks.
 
 - :func:`build_backbone` builds any torchvision classification model (random, published or local
-  weights) or one of the small CIFAR-style ResNets ``small_resnet8/14/20`` for small inputs.
+  weights), any timm model named ``timm:NAME`` (see :mod:`dyce.network.timm_backbones`) or one of the
+  small CIFAR-style ResNets ``small_resnet8/14/20`` for small inputs.
 - :func:`default_taps` picks one tap after every residual block; taps are torch.fx node names as
   :func:`torchvision.models.feature_extraction.get_graph_node_names` lists them (a module name
   such as ``layer1.0`` means the last node inside that module).
@@ -28,6 +29,14 @@ from dyce.errors import DyceError
 from dyce.io import atomic_path
 from dyce.network.architectures import SMALL_RESNET_BLOCKS
 from dyce.network.exit_heads import DEFAULT_EXIT_TYPES, build_exit_head, parse_exit_types
+from dyce.network.timm_backbones import (
+    build_timm_backbone,
+    check_timm_name,
+    fx_options,
+    is_timm_module,
+    is_timm_name,
+    timm_block_names,
+)
 
 # Stored in every exits checkpoint file: a format name, not a module path.
 CHECKPOINT_FORMAT = "dyce.exits"
@@ -100,7 +109,11 @@ class SmallResNet(nn.Module):
 
 
 def available_models() -> list[str]:
-    """Names accepted by :func:`build_backbone`: the small ResNets and torchvision classifiers."""
+    """Names accepted by :func:`build_backbone`: the small ResNets and torchvision classifiers.
+
+    timm models (``timm:NAME``, NAME from ``timm.list_models()``, over a thousand) are accepted
+    too but not listed; :func:`is_known_model` checks any name.
+    """
     import torchvision.models
 
     return sorted(SMALL_RESNET_BLOCKS) + sorted(
@@ -108,7 +121,21 @@ def available_models() -> list[str]:
     )
 
 
+def is_known_model(name: str) -> bool:
+    """Whether :func:`build_backbone` can build ``name`` (timm is imported for ``timm:`` names)."""
+    if is_timm_name(name):
+        try:
+            check_timm_name(name)
+        except DyceError:
+            return False
+        return True
+    return name in available_models()
+
+
 def _check_model_name(name: str) -> None:
+    if is_timm_name(name):
+        check_timm_name(name)
+        return
     names = available_models()
     if name not in names:
         close = difflib.get_close_matches(str(name), names, n=5, cutoff=0.5)
@@ -296,11 +323,14 @@ def build_backbone(
     """Build a classification backbone by name; output logits ``(B, num_classes)``.
 
     Args:
-        name: a torchvision classification model (``torchvision.models.list_models``) or
+        name: a torchvision classification model (``torchvision.models.list_models``), a timm
+            model ``timm:NAME`` (``timm.list_models()``) or
             ``small_resnet8``/``small_resnet14``/``small_resnet20``.
         num_classes: classes of the output; a published classifier of another size is replaced.
         weights: None (random), a torchvision weights name of the model ("DEFAULT",
-            "IMAGENET1K_V2"; downloaded by torchvision) or a path to a local state dict.
+            "IMAGENET1K_V2"; downloaded by torchvision), for timm models "DEFAULT" or a
+            pretrained tag ("fcmae_ft_in22k_in1k"; downloaded by timm), or a path to a local
+            state dict.
         in_channels: input channels; torchvision models get their stem convolution adapted.
         input_size: pixels (int or (H, W)); passed as ``image_size`` to builders that take it
             (vision transformers) when no published weights are used.
@@ -313,12 +343,20 @@ def build_backbone(
     if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
         raise DyceError(f"must be a positive integer, got {in_channels!r}", field="in_channels")
     weights_path = weights if weights is not None and _is_weights_path(weights) else None
-    if name in SMALL_RESNET_BLOCKS:
+    if is_timm_name(name):
+        model: nn.Module = build_timm_backbone(
+            name,
+            num_classes=num_classes,
+            pretrained=None if weights is None or weights_path is not None else str(weights),
+            in_channels=in_channels,
+            input_size=None if input_size is None else size_pair(input_size),
+        )
+    elif name in SMALL_RESNET_BLOCKS:
         if weights is not None and weights_path is None:
             raise DyceError(
                 f"{name} has no published weights; give a state-dict path", field="weights"
             )
-        model: nn.Module = SmallResNet(SMALL_RESNET_BLOCKS[name], num_classes, in_channels)
+        model = SmallResNet(SMALL_RESNET_BLOCKS[name], num_classes, in_channels)
     elif weights is not None and weights_path is None:
         member = _weights_enum(name, str(weights))
         try:
@@ -390,15 +428,35 @@ def graph_node_names(model: nn.Module) -> list[str]:
 
     modes = {m: m.training for m in model.modules()}
     try:
-        return list(get_graph_node_names(model)[1])
+        return list(get_graph_node_names(model, **fx_options(model))[1])
+    except Exception as error:  # fx raises many types (TraceError, TypeError, …) for control flow
+        raise untraceable_error(model, error) from error
     finally:
         for module, mode in modes.items():
             module.training = mode
 
 
+def untraceable_error(model: nn.Module, error: Exception) -> DyceError:
+    """The DyceError for a backbone that torch.fx cannot trace (taps, MACs and the early-exit
+    runtime all work on its traced graph)."""
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return DyceError(
+        f"torch.fx cannot trace {type(model).__name__} ({type(error).__name__}: {first_line}); "
+        "dyce needs a traceable backbone (no Python control flow on tensor values in forward)",
+        field="model",
+    )
+
+
 def _matching_nodes(query: str, nodes: Sequence[str]) -> list[int]:
     pattern = re.compile(rf"^{re.escape(query)}(\.|$)")
     return [i for i, n in enumerate(nodes) if pattern.match(n)]
+
+
+def _is_identity(model: nn.Module, node: str) -> bool:
+    try:
+        return isinstance(model.get_submodule(node), nn.Identity)
+    except AttributeError:
+        return False
 
 
 def _is_global_pool(model: nn.Module, node: str) -> bool:
@@ -418,13 +476,15 @@ def default_taps(model: nn.Module, nodes: Sequence[str] | None = None) -> list[s
     CNBlock, InvertedResidual, MBConv, ResBottleneckBlock, EncoderBlock, SwinTransformerBlock, …)
     not nested in another. Models without such blocks (VGG, AlexNet, SqueezeNet, …) get one tap
     after every parameterised child of their largest top-level ``nn.Sequential`` (``features``).
-    The last block is dropped when its output goes straight into the global pooling of the
+    timm models get one tap after every block of their stages as ``feature_info`` describes
+    them (:func:`dyce.network.timm_backbones.timm_block_names`). The last block is dropped when its
+    output goes straight (through identity layers only) into the global pooling of the
     classifier (it is the final feature then).
     """
     nodes = graph_node_names(model) if nodes is None else list(nodes)
     block_types = _block_types()
-    blocks: list[str] = []
-    for name, module in model.named_modules():
+    blocks: list[str] = timm_block_names(model) if is_timm_module(model) else []
+    for name, module in [] if blocks else model.named_modules():
         if (
             name
             and isinstance(module, block_types)
@@ -444,12 +504,12 @@ def default_taps(model: nn.Module, nodes: Sequence[str] | None = None) -> list[s
         blocks = max(stages, key=len, default=[])
     last_node = {b: _matching_nodes(b, nodes)[-1] for b in blocks if _matching_nodes(b, nodes)}
     taps = sorted(last_node, key=last_node.__getitem__)
-    if (
-        taps
-        and last_node[taps[-1]] + 1 < len(nodes)
-        and _is_global_pool(model, nodes[last_node[taps[-1]] + 1])
-    ):
-        taps = taps[:-1]
+    if taps:
+        following = last_node[taps[-1]] + 1
+        while following < len(nodes) and _is_identity(model, nodes[following]):
+            following += 1
+        if following < len(nodes) and _is_global_pool(model, nodes[following]):
+            taps = taps[:-1]
     if not taps:
         raise DyceError(
             f"found no block to tap in {type(model).__name__}; pass tap node names", field="taps"
@@ -515,8 +575,12 @@ def _create_extractor(backbone: nn.Module, return_nodes: dict[str, str]) -> nn.M
     modes = {m: m.training for m in backbone.modules()}
     try:
         return create_feature_extractor(
-            backbone, return_nodes=return_nodes, suppress_diff_warning=True
+            backbone, return_nodes=return_nodes, suppress_diff_warning=True, **fx_options(backbone)
         )
+    except DyceError:
+        raise
+    except Exception as error:
+        raise untraceable_error(backbone, error) from error
     finally:
         for module, mode in modes.items():
             module.training = mode

@@ -24,17 +24,22 @@ from torch import fx, nn
 from torchvision.models import feature_extraction
 
 from dyce.errors import DyceError
+from dyce.network.models import untraceable_error
+from dyce.network.timm_backbones import fx_options
 
 
 def _trace(backbone: nn.Module) -> tuple[fx.GraphModule, dict[fx.Node, str]]:
     """Trace ``backbone`` in eval mode; return the graph module and each node's qualified name."""
     was_training = backbone.training
     backbone.eval()
+    options = fx_options(backbone)  # timm's untraceable layers; optional forward arguments fixed
     try:
         # The same tracer settings create_feature_extractor uses, so tap names agree with it.
-        tracer_kwargs = feature_extraction._set_default_tracer_kwargs(None)
+        tracer_kwargs = feature_extraction._set_default_tracer_kwargs(options.get("tracer_kwargs"))
         tracer = feature_extraction.NodePathTracer(**tracer_kwargs)
-        graph = tracer.trace(backbone)
+        graph = tracer.trace(backbone, concrete_args=options.get("concrete_args"))
+    except Exception as error:  # fx raises many types (TraceError, TypeError, …)
+        raise untraceable_error(backbone, error) from error
     finally:
         backbone.train(was_training)
     module = fx.GraphModule(tracer.root, graph, backbone.__class__.__name__)
@@ -124,9 +129,10 @@ def split_stages(backbone: nn.Module, tap_nodes: Sequence[str]) -> list[fx.Graph
         raise DyceError("the backbone must return one tensor (its logits)", field="backbone")
     final_node = outputs[0].args[0]
     placeholders = [n for n in nodes if n.op == "placeholder"]
-    if len(placeholders) != 1:
+    required = [n for n in placeholders if not n.args]  # optional inputs carry their default
+    if len(required) != 1:
         raise DyceError(
-            f"the backbone's forward takes {len(placeholders)} inputs; one image batch is needed",
+            f"the backbone's forward takes {len(required)} inputs; one image batch is needed",
             field="backbone",
         )
     body_nodes = [n for n in nodes if n.op not in ("placeholder", "output")]

@@ -39,6 +39,7 @@ from dyce.network.device import (
     pin_memory,
     resolve_device,
 )
+from dyce.network.timm_backbones import model_transform
 
 BACKBONE_FORMAT = "dyce-backbone"
 CHECKPOINT_FORMAT = "dyce-training-checkpoint"
@@ -294,7 +295,9 @@ def train_backbone(
         model_name, num_classes=spec["num_classes"], in_channels=spec["in_channels"],
         input_size=spec["input_size"],
     ).to(target)
-    dataset = load_split(info, "train", train_transforms=True)
+    dataset = load_split(
+        info, "train", train_transforms=True, transform=model_transform(model, info, train=True)
+    )
 
     def step(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = model(images)
@@ -483,7 +486,10 @@ def train_exits(
     net.to(target)
     torch.manual_seed(seed)
     if features is None:
-        dataset = load_split(info, "train", train_transforms=True)
+        dataset = load_split(
+            info, "train", train_transforms=True,
+            transform=model_transform(net.backbone, info, train=True),
+        )
     else:
         from dyce.network.features import CachedBatches, check_cache_fits, open_feature_cache
 

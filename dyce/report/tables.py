@@ -55,6 +55,10 @@ SEED_COLUMNS = (
     "relative_acc_tr", "raw_acc_tr", "config", "exit_ratio", "lambda",
 )
 
+#: Column naming each row's candidate when a search writes several rows per λ
+#: (``searched``, ``raise:<f>``, ``shared:<s>``; see :mod:`dyce.search.candidates`).
+CANDIDATE_COLUMN = "candidate"
+
 #: Rows of one front: same model, dataset and method.
 DEFAULT_FRONT_GROUPS = ("model", "dataset", "method")
 
@@ -77,9 +81,12 @@ def search_table(
     ``parameter = lambda``; peer strategies leave ``lambda`` null. ``exit_type`` is the one exit
     type a single-type method used (``samethres`` and the peer strategies), else null.
     MACs are per sample; ``raw_acc_tr`` is top-1 accuracy; ``exit_ratio_tr`` is a JSON list of the
-    ``P`` fractions of samples leaving at each position.
+    ``P`` fractions of samples leaving at each position. Results that carry a ``candidate``
+    (:class:`dyce.search.candidates.CandidateResult`) add a ``candidate`` column after ``parameter``:
+    several rows per λ, keyed by (``lambda``, ``candidate``).
     """
     rows: dict[str, list] = {name: [] for name in SEARCH_SCHEMA}
+    candidates: list[str | None] = []
     for result in results:
         evaluation = result.evaluation
         if hasattr(result, "lambda_"):
@@ -103,7 +110,12 @@ def search_table(
         rows["relative_acc_tr"].append(float(evaluation.relative_acc))
         rows["raw_acc_tr"].append(float(evaluation.raw_acc))
         rows["exit_ratio_tr"].append(_ratio_json(evaluation.exit_ratio))
-    return pl.DataFrame(rows, schema=SEARCH_SCHEMA)
+        candidates.append(getattr(result, "candidate", None))
+    table = pl.DataFrame(rows, schema=SEARCH_SCHEMA)
+    if any(name is not None for name in candidates):
+        table = table.insert_column(table.columns.index("parameter") + 1,
+                                    pl.Series(CANDIDATE_COLUMN, candidates, dtype=pl.String()))
+    return table
 
 
 def evaluate_table(
@@ -130,9 +142,12 @@ def evaluate_table(
     _require_columns(search_df, ("config",), source)
     values: dict[str, list] = {name: [] for name in VALIDATION_SCHEMA}
     configs = search_df.get_column("config").to_list()
+    done: dict[str, Any] = {}  # rows with the same configuration (λs that agree) share the work
     for row, text in enumerate(tqdm(configs, desc="evaluate", disable=not progress)):
-        config = parse_config(text, val_records, source=source, row=row)
-        evaluation = evaluate_any(val_records, macs, config)
+        evaluation = done.get(text)
+        if evaluation is None:
+            config = parse_config(text, val_records, source=source, row=row)
+            evaluation = done[text] = evaluate_any(val_records, macs, config)
         values["relative_macs"].append(float(evaluation.relative_macs))
         values["raw_macs"].append(float(evaluation.raw_macs))
         values["relative_acc"].append(float(evaluation.relative_acc))
@@ -241,13 +256,14 @@ def summary_figures(
 
     Columns: the ``by`` columns, ``tolerance``, ``macs_saved`` (``1 − relative_macs``, null when
     no row qualifies), and that row's ``relative_macs``, ``relative_acc``, ``parameter_name``,
-    ``parameter`` and ``config``.
+    ``parameter``, ``candidate`` (when the table has one) and ``config``.
     """
     _require_columns(df, (*by, "relative_macs", "relative_acc"), None)
     if not by:
         df = df.with_columns(pl.lit("all").alias("_group"))
         return summary_figures(df, tolerance, by=("_group",)).drop("_group")
-    extra = [c for c in ("parameter_name", "parameter", "config") if c in df.columns]
+    extra = [c for c in ("parameter_name", "parameter", CANDIDATE_COLUMN, "config")
+             if c in df.columns]
     groups = df.select(list(by)).unique(maintain_order=True)
     ok = (
         df.filter(pl.col("relative_acc") >= 1.0 - tolerance - _ACC_SLACK)

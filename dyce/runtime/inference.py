@@ -35,7 +35,7 @@ from dyce.network.stages import split_stages
 from dyce.records.format import ExitRecords
 
 if TYPE_CHECKING:
-    from dyce.runtime.risk import RiskChoice
+    from dyce.runtime.selection import Selection
 
 BUNDLE_FORMAT = "dyce-bundle"
 BUNDLE_VERSION = 1
@@ -60,6 +60,9 @@ class FrontEntry:
         patience: for a patience (PABEE) setting, ``t``: a sample leaves once ``t`` consecutive
             exits repeated the previous exit's class; ``config`` then holds its exit type at
             every position (threshold 1, unused), which is also how its MACs are counted.
+        search_loss: its loss on the search split (final head right, configuration wrong, as a
+            fraction of the final head's right answers; see :mod:`dyce.runtime.selection`), when the
+            bundle was built with the search records; orders the tests of :meth:`set_risk`.
     """
 
     config: tuple[tuple[int, float], ...]
@@ -71,6 +74,7 @@ class FrontEntry:
     relative_acc: float = math.nan
     index: int | None = None
     patience: int | None = None
+    search_loss: float | None = None
 
     def as_config(self) -> list[list[float]] | dict[str, int]:
         """The configuration as stored in result tables (and understood by the evaluators)."""
@@ -204,11 +208,18 @@ def build_bundle(
     front_table: str | os.PathLike | Sequence[str | os.PathLike],
     macs_info: str | os.PathLike | dict | MacsInfo,
     out_path: str | os.PathLike,
+    *,
+    calibration_records: str | os.PathLike | None = None,
+    search_records: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Write the runtime bundle to ``out_path`` (atomically); returns a short summary dict.
 
     ``exits_checkpoint``: ``EXITS.pt`` of ``dyce train-exits``; ``front_table``: one or more
     front (or evaluated) Parquet tables; ``macs_info``: the MACs table of this network.
+    ``calibration_records`` (the ``calib`` split) are stored in the bundle (labels and every
+    exit's top-1 class and confidence) as the default of :meth:`EarlyExitRuntime.set_risk`;
+    ``search_records`` give each front configuration its search-split loss, the order of
+    those tests (without them, the tests go from the most to the least expensive).
     """
     from dyce.network.models import load_exits_checkpoint
 
@@ -221,6 +232,17 @@ def build_bundle(
     check_macs_matches(macs, spec["taps"], exit_types, macs_where)
     paths = [front_table] if isinstance(front_table, (str, os.PathLike)) else list(front_table)
     front = read_front(paths, num_positions, len(exit_types))
+    calibration = None
+    if calibration_records is not None:
+        calibration = _calibration_payload(_read_matching(calibration_records, macs, spec))
+    if search_records is not None:
+        from dataclasses import replace
+
+        from dyce.runtime.selection import configuration_losses
+
+        search = _read_matching(search_records, macs, spec)
+        losses = configuration_losses(search, macs, [e.as_config() for e in front])
+        front = [replace(e, search_loss=float(loss)) for e, loss in zip(front, losses, strict=True)]
     used = sorted({(p, k) for entry in front for p, (k, _) in enumerate(entry.config) if k >= 0})
     dataset = spec.get("dataset") or _front_dataset(paths)
     heads = []
@@ -243,11 +265,55 @@ def build_bundle(
         "exit_heads": heads,
         "macs_info": macs.raw,
         "front": [entry.to_plain() for entry in front],
+        "calibration": calibration,
     }
     with atomic_path(out_path) as tmp:
         torch.save(payload, tmp)
     return {"configurations": len(front), "exit_heads": len(heads),
             "exit_heads_total": (num_positions - 1) * len(exit_types)}
+
+
+def _read_matching(path: str | os.PathLike, macs: MacsInfo, spec: Mapping[str, Any]
+                   ) -> ExitRecords:
+    """Records at ``path`` (Parquet or .npz), checked against the network's exit table."""
+    from dyce.records.npz import load_any_records
+
+    records = load_any_records(path, macs)
+    if list(records.exit_types) != [str(t) for t in spec["exit_types"]] or (
+            records.num_classes != int(spec["num_classes"])):
+        raise DyceError(f"exit types {list(records.exit_types)} / {records.num_classes} classes "
+                        f"differ from the network's {list(spec['exit_types'])} / "
+                        f"{spec['num_classes']}", path=str(path), field="exit_types")
+    return records
+
+
+def _calibration_payload(records: ExitRecords) -> dict[str, Any]:
+    """What :meth:`EarlyExitRuntime.set_risk` needs of calibration records, as plain tensors."""
+    return {
+        "labels": torch.from_numpy(np.ascontiguousarray(records.labels, dtype=np.int64)),
+        "preds": torch.from_numpy(records.top1_preds.astype(np.int64)),
+        "confs": torch.from_numpy(records.top1_confs),
+        "num_classes": int(records.num_classes), "split": records.split,
+        "model": records.model, "dataset": records.dataset, "source": records.source,
+    }
+
+
+def _calibration_records(payload: Mapping[str, Any] | None, spec: Mapping[str, Any],
+                         where: str | None) -> ExitRecords | None:
+    """The calibration records stored by :func:`build_bundle` (``None`` when there are none)."""
+    if not payload:
+        return None
+    from dyce.records.format import pred_dtype
+
+    num_classes = int(payload["num_classes"])
+    preds = payload["preds"].numpy().astype(pred_dtype(num_classes))[:, :, None]
+    return ExitRecords(
+        labels=payload["labels"].numpy(), preds=preds, confs=payload["confs"].numpy()[:, :, None],
+        exit_types=tuple(str(t) for t in spec["exit_types"]),
+        num_positions=len(spec["taps"]) + 1, num_classes=num_classes,
+        model=str(payload.get("model") or ""), dataset=str(payload.get("dataset") or ""),
+        split=str(payload.get("split") or ""), source=f"{where} (calibration records)",
+    )
 
 
 def _front_dataset(paths: Sequence[str | os.PathLike]) -> str | None:
@@ -359,8 +425,10 @@ class EarlyExitRuntime:
         device: torch.device,
         source: str | None = None,
         dataset: str | None = None,
+        calibration: ExitRecords | None = None,
     ):
         self.spec = dict(spec)
+        self.calibration = calibration
         self.dataset = dataset
         self.source = source
         self.device = device
@@ -418,7 +486,8 @@ class EarlyExitRuntime:
             for row in payload["front"]
         ]
         return cls(backbone, spec, heads, macs, front, resolve_device(device), source=where,
-                   dataset=payload.get("dataset"))
+                   dataset=payload.get("dataset"),
+                   calibration=_calibration_records(payload.get("calibration"), spec, where))
 
     # ----------------------------------------------------------------------- switching
 
@@ -510,34 +579,41 @@ class EarlyExitRuntime:
         best = min(rows, key=lambda e: (abs(e.lambda_value - target), -e.relative_acc))
         return self._activate(best)
 
-    def set_risk(self, epsilon: float, delta: float,
-                 calibration_records: ExitRecords | str | os.PathLike,
-                 bound: str = "clopper-pearson") -> RiskChoice:
-        """Cheapest front configuration whose accuracy loss vs the final head is ``<= epsilon``
-        with confidence ``1 - delta`` on ``calibration_records`` (see :mod:`dyce.runtime.risk`).
+    def set_risk(self, tolerance: float, delta: float,
+                 calibration_records: ExitRecords | str | os.PathLike | None = None,
+                 bound: str = "clopper-pearson") -> Selection:
+        """Cheapest front configuration whose relative accuracy drop vs the original model is
+        ``<= tolerance`` with probability ``>= 1 - delta``, tested on calibration records.
 
-        Returns the :class:`dyce.runtime.risk.RiskChoice` (bound used, its value, every test made).
+        The same selection as ``dyce select`` (:func:`dyce.runtime.selection.select_operating_point`)
+        over the bundle's front: tests ordered by each configuration's search-split loss when
+        the bundle has it, else from the most to the least expensive (validation MACs).
+        ``calibration_records`` default to those stored in the bundle (``dyce bundle
+        --calibration-records``). Activates the choice (the original model when nothing
+        passes) and returns the :class:`dyce.runtime.selection.Selection`.
         """
-        from dyce.evaluate.strategies import evaluate_any
         from dyce.records.format import read_records
-        from dyce.runtime.risk import choose_by_risk, risk_losses
+        from dyce.runtime.selection import Candidate, select_operating_point
 
-        records = calibration_records
+        records = calibration_records if calibration_records is not None else self.calibration
+        if records is None:
+            raise DyceError("the bundle holds no calibration records (dyce bundle "
+                            "--calibration-records); give some", path=self.source,
+                            field="calibration_records")
         if not isinstance(records, ExitRecords):
             records = read_records(records)
         self._check_records(records)
         if not self.front:
             raise DyceError("the bundle's front is empty", path=self.source, field="front")
-        predictions = np.stack([
-            evaluate_any(records, self.macs, e.as_config(), per_sample=True).prediction
-            for e in self.front
-        ])
-        losses = risk_losses(records, predictions)
-        choice = choose_by_risk(losses, [e.relative_macs for e in self.front], epsilon, delta,
-                                bound)
-        entry = original_entry(self.num_positions) if choice.index is None else self.front[choice.index]
-        self._activate(entry)
-        return choice
+        ranked = all(e.search_loss is not None for e in self.front)
+        candidates = [Candidate(e.as_config(), e.relative_macs, {"index": i},
+                                search_loss=e.search_loss) for i, e in enumerate(self.front)]
+        selection = select_operating_point(candidates, records, self.macs, tolerance=tolerance,
+                                           delta=delta, bound=bound,
+                                           order="risk" if ranked else "macs")
+        self._activate(self.front[selection.search_row["index"]] if selection.passed
+                       else original_entry(self.num_positions))
+        return selection
 
     def _check_records(self, records: ExitRecords) -> None:
         where = records.source

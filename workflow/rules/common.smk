@@ -315,12 +315,15 @@ def get_lambdas(wildcards):
 
 
 def get_search_options(wildcards):
-    """Normalisation and calibration flags of ``dyce search`` for one model."""
+    """Normalisation, calibration and candidate-set flags of ``dyce search`` for one model."""
     options = []
     if not get_search_setting(wildcards.model, "normalize"):
         options.append("--no-normalize")
     if get_search_setting(wildcards.model, "calibration"):
         options.append("--calibration")
+    if wildcards.method in ("onepass", "circular"):
+        candidates = get_search_setting(wildcards.model, "candidates")
+        options.append(f"--candidates {candidates}")
     return " ".join(options)
 
 
@@ -378,6 +381,7 @@ def _stage_settings(model, stage):
             "records": _stage_settings(model, "records"),
             "normalize": get_search_setting(model, "normalize"),
             "calibration": get_search_setting(model, "calibration"),
+            "candidates": get_search_setting(model, "candidates"),
         }
     raise ValueError(f"unknown stage {stage}")
 
