@@ -18,8 +18,10 @@ from dyce import __version__
 from dyce.errors import DyceError
 
 #: Command modules of ``dyce.cli`` in pipeline order.
-COMMAND_MODULES = ("data", "train", "record", "macs", "search", "select", "evaluate", "report",
-                   "runtime")
+COMMAND_MODULES = (
+    "data", "train", "record", "macs", "search", "select", "evaluate", "report", "runtime",
+    "workflow",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

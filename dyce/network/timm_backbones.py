@@ -13,7 +13,7 @@
 - :func:`timm_transform` is the preprocessing of the model's pretrained config
   (``timm.data.resolve_data_config`` / ``create_transform``) at a given image size.
 
-timm is imported only when a ``timm:`` model is used.
+timm (and torch) are imported only when a ``timm:`` model is used.
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ from __future__ import annotations
 import difflib
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from dyce.errors import DyceError
+
+if TYPE_CHECKING:  # importing this module stays torch-free
+    from torch import nn
 
 PREFIX = "timm:"
 DEFAULT_WEIGHTS = "DEFAULT"
@@ -185,6 +186,8 @@ def _has_parameters(module: nn.Module) -> bool:
 def _stage_blocks(model: nn.Module, stage: str) -> list[str]:
     """Blocks of a stage: the children of the stage (a Sequential) or of its ``blocks``
     sequence; a stage that is neither is one block itself (a ViT block)."""
+    from torch import nn
+
     module = model.get_submodule(stage)
     if isinstance(module, (nn.Sequential, nn.ModuleList)):
         return [f"{stage}.{n}" for n, c in module.named_children() if _has_parameters(c)]
@@ -218,6 +221,8 @@ def timm_block_names(model: nn.Module) -> list[str]:
 
 def _with_siblings(model: nn.Module, stages: Sequence[str]) -> list[str]:
     """``stages`` with the children of their common container between the first and last."""
+    from torch import nn
+
     parents = {stage.rpartition(".")[0] for stage in stages}
     if len(parents) != 1 or not next(iter(parents)):
         return list(stages)

@@ -1,13 +1,6 @@
 rule record:
     input:
-        library(
-            "record",
-            "data/splits",
-            "network/models",
-            "network/exit_heads",
-            "records/recording",
-            "records/format",
-        ),
+        get_library_inputs("record"),
         exits="results/{dataset}/{model}/exits.pt",
         data="results/{dataset}/splits.json",
     output:
@@ -23,7 +16,7 @@ rule record:
         mem_mb=4000,
         runtime=60,
     params:
-        upstream=provenance("exits"),
+        upstream=get_upstream_digest("exits"),
         topk=config["record"]["topk"],
     shell:
         "dyce record --exits {input.exits} --data {input.data} --split {wildcards.split}"
@@ -32,13 +25,7 @@ rule record:
 
 rule macs_analysis:
     input:
-        library(
-            "macs",
-            "network/models",
-            "network/exit_heads",
-            "macs/counting",
-            "macs/info",
-        ),
+        get_library_inputs("macs"),
     output:
         "results/{dataset}/{model}/macs_info.json",
     log:
@@ -52,12 +39,14 @@ rule macs_analysis:
         mem_mb=2000,
         runtime=30,
     params:
-        architecture=lambda wildcards: architecture(wildcards.model),
-        input_size=lambda wildcards: dataset_fact(wildcards.model, "input_size"),
-        in_channels=lambda wildcards: dataset_fact(wildcards.model, "in_channels"),
-        num_classes=lambda wildcards: dataset_fact(wildcards.model, "num_classes"),
-        taps=lambda wildcards: model_spec(wildcards.model)["taps"],
-        exit_types=lambda wildcards: ",".join(model_spec(wildcards.model)["exit_types"]),
+        architecture=lambda wildcards: get_architecture(wildcards.model),
+        input_size=lambda wildcards: get_dataset_fact(wildcards.model, "input_size"),
+        in_channels=lambda wildcards: get_dataset_fact(wildcards.model, "in_channels"),
+        num_classes=lambda wildcards: get_dataset_fact(wildcards.model, "num_classes"),
+        taps=lambda wildcards: get_model_spec(wildcards.model)["taps"],
+        exit_types=lambda wildcards: ",".join(
+            get_model_spec(wildcards.model)["exit_types"]
+        ),
     shell:
         "dyce macs --model {params.architecture} --input-size {params.input_size}"
         " --in-channels {params.in_channels} --num-classes {params.num_classes}"

@@ -1,14 +1,7 @@
 rule plot:
     input:
-        library(
-            "plot",
-            "records/format",
-            "macs/info",
-            "evaluate/exact",
-            "report/tables",
-            "report/plots",
-        ),
-        fronts=fronts,
+        get_library_inputs("plot"),
+        fronts=get_fronts,
         records="results/{dataset}/{model}/records/val.parquet",
         macs="results/{dataset}/{model}/macs_info.json",
     output:
@@ -29,20 +22,23 @@ rule plot:
         mem_mb=2000,
         runtime=10,
     params:
-        upstream=provenance("search"),
+        upstream=get_upstream_digest("search"),
         title=lambda wildcards: f"{wildcards.model} on {wildcards.dataset} (validation)",
+        tolerance=config["summary"]["tolerance"],
     shell:
         "dyce plot {input.fronts} --records {input.records} --macs-info {input.macs}"
-        " --title '{params.title}' --out {output} > {log} 2>&1"
+        " --title '{params.title}' --tolerance {params.tolerance} --out {output}"
+        " > {log} 2>&1"
 
 
 rule model_summary:
     input:
-        library("summary", "report/tables", "report/plots"),
-        fronts=fronts,
+        get_library_inputs("summary"),
+        fronts=get_fronts,
     output:
-        report(
-            "results/{dataset}/{model}/summary.csv",
+        csv="results/{dataset}/{model}/summary.csv",
+        html=report(
+            "results/{dataset}/{model}/summary.html",
             caption="../report/model_summary.rst",
             category="Summaries",
             labels={"dataset": "{dataset}", "model": "{model}"},
@@ -58,23 +54,25 @@ rule model_summary:
         mem_mb=1000,
         runtime=10,
     params:
-        upstream=provenance("search"),
+        upstream=get_upstream_digest("search"),
         tolerance=config["summary"]["tolerance"],
+        caption=lambda wildcards: f"{wildcards.model} on {wildcards.dataset}",
     shell:
-        "dyce summary {input.fronts} --tolerance {params.tolerance} --out {output}"
-        " > {log} 2>&1"
+        "dyce summary {input.fronts} --tolerance {params.tolerance} --out {output.csv}"
+        " --html {output.html} --caption '{params.caption}' > {log} 2>&1"
 
 
 rule summary:
     input:
-        library("summary", "report/tables", "report/plots"),
-        fronts=all_fronts(),
+        get_library_inputs("summary"),
+        fronts=get_all_fronts(),
     output:
-        report(
-            "results/summary.csv",
+        csv="results/summary.csv",
+        html=report(
+            "results/summary.html",
             caption="../report/summary.rst",
             category="Summaries",
-            labels={"table": "all models"},
+            labels={"dataset": "all", "model": "all models"},
         ),
     log:
         "logs/summary.log",
@@ -89,4 +87,5 @@ rule summary:
     params:
         tolerance=config["summary"]["tolerance"],
     shell:
-        "dyce summary {input.fronts} --tolerance {params.tolerance} --out {output} > {log} 2>&1"
+        "dyce summary {input.fronts} --tolerance {params.tolerance} --out {output.csv}"
+        " --html {output.html} --caption 'all models' > {log} 2>&1"

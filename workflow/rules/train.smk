@@ -1,6 +1,6 @@
 rule train_backbone:
     input:
-        library("train-backbone", "data/splits", "network/models", "network/training"),
+        get_library_inputs("train-backbone"),
         data="results/{dataset}/splits.json",
     output:
         "results/{dataset}/{model}/backbone.pt",
@@ -15,9 +15,11 @@ rule train_backbone:
         mem_mb=4000,
         runtime=120,
     params:
-        upstream=provenance("data"),
-        architecture=lambda wildcards: architecture(wildcards.model),
-        training=lambda wildcards: training_flags(wildcards.model, "backbone_training"),
+        upstream=get_upstream_digest("data"),
+        architecture=lambda wildcards: get_architecture(wildcards.model),
+        training=lambda wildcards: get_training_flags(
+            wildcards.model, "backbone_training"
+        ),
     shell:
         "dyce train-backbone --data {input.data} --model {params.architecture}"
         " {params.training} --out {output} > {log} 2>&1"
@@ -25,14 +27,8 @@ rule train_backbone:
 
 rule train_exits:
     input:
-        library(
-            "train-exits",
-            "data/splits",
-            "network/models",
-            "network/exit_heads",
-            "network/training",
-        ),
-        unpack(backbone_input),
+        get_library_inputs("train-exits"),
+        unpack(get_backbone_input),
         data="results/{dataset}/splits.json",
     output:
         "results/{dataset}/{model}/exits.pt",
@@ -47,12 +43,14 @@ rule train_exits:
         mem_mb=4000,
         runtime=120,
     params:
-        upstream=provenance("backbone"),
-        architecture=lambda wildcards: architecture(wildcards.model),
-        backbone=backbone_option,
-        taps=lambda wildcards: model_spec(wildcards.model)["taps"],
-        exit_types=lambda wildcards: ",".join(model_spec(wildcards.model)["exit_types"]),
-        training=lambda wildcards: training_flags(wildcards.model, "exit_training"),
+        upstream=get_upstream_digest("backbone"),
+        architecture=lambda wildcards: get_architecture(wildcards.model),
+        backbone=get_backbone_option,
+        taps=lambda wildcards: get_model_spec(wildcards.model)["taps"],
+        exit_types=lambda wildcards: ",".join(
+            get_model_spec(wildcards.model)["exit_types"]
+        ),
+        training=lambda wildcards: get_training_flags(wildcards.model, "exit_training"),
     shell:
         "dyce train-exits --data {input.data} --model {params.architecture} {params.backbone}"
         " --taps {params.taps} --exit-types {params.exit_types} {params.training}"
