@@ -19,7 +19,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 CLUSTER_PROFILES = ("profiles/slurm", "profiles/slurm-cpu")
-GPU_RULES = ("train_backbone", "train_exits", "record")
+GPU_RULES = ("train_backbone", "train_exits", "record", "record_shard", "record_from_features",
+             "cache_features", "cache_features_shard")
 
 pytestmark = pytest.mark.xdist_group("workflow")
 
