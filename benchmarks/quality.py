@@ -7,10 +7,10 @@ For every search-split size and seed, synthetic records are generated (:func:`wr
 (a) **validation-picked**: MACs saved by the cheapest row whose validation relative accuracy
     is ≥ 1 − tolerance (the paper's figure; every method's whole table is evaluated on
     ``val``);
-(b) **chosen without validation**: the configuration risk control picks on the ``calib``
-    split (:func:`risk_choice`: Learn-then-Test over the method's front on the search
-    figures, so its relative accuracy drop is ≤ tolerance with probability ≥ 1 − delta), with
-    its validation MACs saved, validation drop and whether it met the tolerance there.
+(b) **chosen without validation**: the configuration ``dyce select``'s risk control picks on
+    the ``calib`` split (:func:`risk_choice`; its relative accuracy drop is ≤ tolerance with
+    probability ≥ 1 − delta), with its validation MACs saved, validation drop and whether it
+    met the tolerance there (nothing passing counts as the original model: 0 saved, met).
 
 Methods: ``onepass`` and ``circular`` (dense candidates, the default), ``onepass-searched``
 (the original one row per λ: the ``searched`` rows of the same table), ``global_threshold``
@@ -173,53 +173,25 @@ def search_tables(records, macs, lambdas) -> dict:
     return tables
 
 
-def drop_upper_bound(breaks: int, fixes: int, num_samples: int, delta: float) -> float:
-    """Upper confidence bound (level ``1 − delta``) of the accuracy drop ``acc_final − acc``.
-
-    Per sample the drop is ``+1`` (final head right, configuration wrong: a *break*), ``−1``
-    (a *fix*) or 0, so ``drop = p_b − p_f = p_d·(2q − 1)`` with ``p_d = p_b + p_f`` the
-    discordance rate and ``q = p_b / p_d``. Clopper–Pearson bounds of ``p_d`` (from the
-    ``breaks + fixes`` discordant samples) and of ``q`` (binomial given the discordant count),
-    each at ``delta/2``, give a bound valid at ``1 − delta`` (union bound); unlike a bound on
-    the breaks alone it does not charge a configuration for the final head's mistakes it
-    fixes.
-    """
-    from dyce.runtime.risk import clopper_pearson_upper
-
-    discordant = breaks + fixes
-    rate = clopper_pearson_upper(discordant, num_samples, delta / 2)
-    share = clopper_pearson_upper(breaks, discordant, delta / 2)
-    return max(rate * (2.0 * share - 1.0), 0.0)
-
-
 def risk_choice(table, calib, macs, tolerance: float, delta: float):
-    """The row risk control picks on ``calib`` (None: the original model).
+    """The configuration ``dyce select`` picks on ``calib`` among the method's front on the
+    search figures (None: nothing passed, the original model).
 
-    Learn-then-Test, fixed sequence: the method's front on the search figures, from the most
-    to the least expensive, each tested at level ``delta/2`` (:func:`drop_upper_bound`) against
-    ``tolerance × L`` with ``L`` a ``delta/2`` Clopper–Pearson lower bound of the final head's
-    accuracy on calib; testing stops at the first failure. The chosen configuration's relative
-    drop is ≤ ``tolerance`` with probability ≥ ``1 − delta``.
+    :func:`dyce.runtime.selection.select_operating_point` (Learn-then-Test, Clopper–Pearson
+    bound of the error rate on the samples the final head gets right, which bounds the
+    relative drop), testing from the most to the least expensive front row
+    (``order="macs"``: the front's accuracy falls with its MACs, so this is also the order of
+    rising risk, and it needs no search-split losses).
     """
-    from dyce.evaluate.exact import evaluate_config
     from dyce.report.tables import pareto_front
-    from dyce.runtime.risk import clopper_pearson_upper
+    from dyce.runtime.selection import Candidate, select_operating_point
 
-    final_right = calib.correct[-1]
-    num = calib.num_samples
-    final_low = 1.0 - clopper_pearson_upper(num - int(final_right.sum()), num, delta / 2)
-    epsilon = tolerance * final_low
     front = pareto_front(table, macs_column="relative_macs_tr", acc_column="relative_acc_tr")
-    chosen = None
-    for row in front.sort("relative_macs_tr", descending=True).iter_rows(named=True):
-        config = json.loads(row["config"])
-        right = evaluate_config(calib, macs, config, per_sample=True).prediction == calib.labels
-        breaks = int(np.count_nonzero(final_right & ~right))
-        fixes = int(np.count_nonzero(~final_right & right))
-        if drop_upper_bound(breaks, fixes, num, delta / 2) > epsilon:
-            break
-        chosen = row
-    return chosen
+    candidates = [Candidate(json.loads(row["config"]), float(row["relative_macs_tr"]), row)
+                  for row in front.iter_rows(named=True)]
+    choice = select_operating_point(candidates, calib, macs, tolerance=tolerance, delta=delta,
+                                    order="macs")
+    return choice.config if choice.passed else None
 
 
 def run_once(gen: Generator, size: int, seed: int, *, val_size: int, calib_size: int | None,
@@ -240,11 +212,11 @@ def run_once(gen: Generator, size: int, seed: int, *, val_size: int, calib_size:
     for method, table in tables.items():
         evaluated = evaluate_table(table, records["val"], macs)
         picked = savings_at_tolerance(evaluated, tolerance)
-        row = risk_choice(table, records["calib"], macs, tolerance, delta)
-        if row is None:
+        config = risk_choice(table, records["calib"], macs, tolerance, delta)
+        if config is None:
             saved, drop = 0.0, 0.0
         else:
-            val = evaluate_config(records["val"], macs, json.loads(row["config"]))
+            val = evaluate_config(records["val"], macs, config)
             saved, drop = 1.0 - val.relative_macs, 1.0 - val.relative_acc
         out[method] = {
             "val_picked": 0.0 if math.isnan(picked) else picked,

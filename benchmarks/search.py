@@ -17,9 +17,13 @@ the tree it lies in).
 
     .venv/bin/python benchmarks/search.py --dump after.json --samples 20000 --seeds 0 1 2 3
 
+``--candidates dense`` also times the dense candidates of the searched configurations
+(:func:`dyce.search.candidates.densify`) on their own, after the search.
+
 The synthetic MACs are whole numbers, whose sums are exact in any order; ``--macs-scale 1e-9``
 (MACs in GMACs, as some ``macs_info`` files give them) makes them fractional, so that a change
-in the order of the float operations shows up in the dump too.
+in the order of the float operations shows up in the dump too. ``--calibration`` dumps the
+calibrated searches (calibrated onepass, and circular round by round), e.g. on 3 000 samples.
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ def worker(args: argparse.Namespace) -> None:
 
     from dyce.evaluate.exact import evaluate_config
     from dyce.macs.info import load_macs_info
-    from dyce.search.searcher import search_configs
+    from dyce.search import cost_scale, densify, search_configs
     from tests.synthetic import make_synthetic_macs, make_synthetic_records
 
     start = time.perf_counter()
@@ -75,6 +79,14 @@ def worker(args: argparse.Namespace) -> None:
         results = search_configs(records, macs, args.method, lambdas, progress=False)
         walls.append(time.perf_counter() - wall)
         cpus.append(time.process_time() - cpu)
+    dense_s, dense_cpu, dense_rows = [], [], len(results)
+    if args.candidates == "dense" and args.method in ("onepass", "circular"):
+        scale = cost_scale(records, macs)
+        for _ in range(args.repeats):  # the dense candidates' extra work, timed on its own
+            wall, cpu = time.perf_counter(), time.process_time()
+            dense_rows = len(densify(records, macs, results, scale))
+            dense_s.append(time.perf_counter() - wall)
+            dense_cpu.append(time.process_time() - cpu)
     config = results[len(results) // 2].config
     evaluate_s = []
     for _ in range(5):
@@ -90,6 +102,8 @@ def worker(args: argparse.Namespace) -> None:
         "records_gib": records_gib, "peak_gib": rss_gib(),
         "distinct_configs": len({json.dumps(r.config) for r in results}),
         "saved_at_995": 1 - best.evaluation.relative_macs,
+        "dense_s": statistics.median(dense_s) if dense_s else None, "dense_rows": dense_rows,
+        "dense_cpu_s": statistics.median(dense_cpu) if dense_cpu else None,
     }))
 
 
@@ -101,7 +115,7 @@ def dump(args: argparse.Namespace) -> None:
     import numpy as np
 
     from dyce.macs.info import load_macs_info
-    from dyce.search.searcher import search_configs
+    from dyce.search import search_configs
     from tests.synthetic import make_synthetic_macs, make_synthetic_records
 
     lambdas = np.linspace(args.lambdas[0], args.lambdas[1], int(args.lambdas[2])).tolist()
@@ -118,7 +132,8 @@ def dump(args: argparse.Namespace) -> None:
             backbone["ori_macs"] *= args.macs_scale
         macs = load_macs_info(macs)
         for method in args.methods:
-            results = search_configs(records, macs, method, lambdas, progress=False)
+            results = search_configs(records, macs, method, lambdas, progress=False,
+                                     calibration=args.calibration)
             out.append({"seed": seed, "method": method, "results": [
                 {"lambda": r.lambda_, "config": r.config, "cost": r.cost,
                  "evaluation": {k: v for k, v in dataclasses.asdict(r.evaluation).items()
@@ -161,6 +176,11 @@ def main() -> None:
     parser.add_argument("--dump", metavar="PATH", help="write every result as JSON and exit")
     parser.add_argument("--macs-scale", type=float, default=1.0,
                         help="with --dump: multiply every MACs figure (1e-9: fractional GMACs)")
+    parser.add_argument("--candidates", choices=("dense", "searched"), default="searched",
+                        help="dense: also time the dense candidates (dyce.search.candidates) "
+                        "of the searched configurations, separately from the search")
+    parser.add_argument("--calibration", action="store_true",
+                        help="--dump: search with the calibrated accuracy (use few samples)")
     parser.add_argument("--method", help=argparse.SUPPRESS)  # worker mode
     args = parser.parse_args()
     if args.dump:
@@ -178,15 +198,17 @@ def main() -> None:
           f"(torch or polars imported: {timing['imports_torch_or_polars']})")
     print()
     header = ("| samples | method | λ | wall s (median) | CPU s (median) | runs | peak RSS GiB "
-              "| records GiB | configs | MACs saved at rel. acc ≥ 0.995 | evaluate_config s |")
+              "| records GiB | configs | MACs saved at rel. acc ≥ 0.995 | evaluate_config s "
+              "| dense candidates wall / CPU s (rows) |")
     print(header)
-    print("|---" * 11 + "|")
+    print("|---" * 12 + "|")
     for samples in args.samples:
         for method in args.methods:
             command = [sys.executable, __file__, "--method", method, "--samples", str(samples),
                        "--repeats", str(args.repeats), "--lambdas", *map(str, args.lambdas),
                        "--positions", str(args.positions), "--exit-types", str(args.exit_types),
-                       "--classes", str(args.classes), "--seed", str(args.seed)]
+                       "--classes", str(args.classes), "--seed", str(args.seed),
+                       "--candidates", args.candidates]
             out = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
             if out.returncode:
                 print(f"| {samples} | {method} | failed: {out.stderr.strip()[-200:]} |")
@@ -196,7 +218,10 @@ def main() -> None:
                   f"{statistics.median(row['wall_s']):.2f} | {statistics.median(row['cpu_s']):.2f} "
                   f"| {' / '.join(f'{w:.1f}' for w in row['wall_s'])} | {row['peak_gib']:.2f} | "
                   f"{row['records_gib']:.2f} | {row['distinct_configs']} | "
-                  f"{row['saved_at_995']:.3f} | {row['evaluate_s']:.3f} |", flush=True)
+                  f"{row['saved_at_995']:.3f} | {row['evaluate_s']:.3f} | "
+                  + ("–" if row["dense_s"] is None
+                     else f"{row['dense_s']:.2f} / {row['dense_cpu_s']:.2f} ({row['dense_rows']})")
+                  + " |", flush=True)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from dyce.report.tables import (
     search_table,
     write_table,
 )
+from dyce.search import cost_scale, evaluation_cost, search_configs
 from dyce.search.candidates import (
     RAISE_FRACTIONS,
     SHARED_THRESHOLDS,
@@ -31,7 +32,6 @@ from dyce.search.candidates import (
     reach_counts,
     search_candidates,
 )
-from dyce.search.searcher import cost_scale, evaluation_cost, search_configs
 from tests.synthetic import make_synthetic_macs, make_synthetic_records
 from tests.test_evaluate import CONF_VALUES, assert_same, tiny_problems
 

@@ -82,3 +82,29 @@ def test_summary_command_writes_the_csv_table_as_html(tmp_path):
     assert [row[:3] for row in cells(page)] == [["m", "d", "onepass"]]
     saved = cells(page)[0][csv.columns.index("macs_saved")]
     assert saved == f"{csv['macs_saved'][0] * 100:.2f} %" == "40.00 %"
+
+
+def test_workflow_passes_the_configured_tolerance_to_plot_and_summaries(tmp_path):
+    """``summary.tolerance`` reaches the plot's reference line and both summary tables, and
+    the summaries write their HTML twins (what the report shows)."""
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    config = yaml.safe_load((repo / "config" / "test" / "tiny.yaml").read_text())
+    config["summary"]["tolerance"] = 0.0125
+    path = tmp_path / "tolerance.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "snakemake"), "--dry-run", "--printshellcmds",
+         "--cores", "1", "--configfile", str(path)],
+        cwd=repo, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    commands = [line.removeprefix("Shell command: ")
+                for line in (result.stdout + result.stderr).splitlines()
+                if line.removeprefix("Shell command: ").startswith(("dyce plot", "dyce summary"))]
+    assert len(commands) == 2 * len(config["models"]) + 1, commands
+    for command in commands:
+        assert " --tolerance 0.0125 " in command, command
+        if command.startswith("dyce summary"):
+            assert re.search(r" --html \S+summary\.html ", command), command

@@ -25,7 +25,7 @@ from dyce.report.tables import (
     summary_figures,
     write_table,
 )
-from dyce.search.searcher import search_configs
+from dyce.search import search_configs
 from tests.synthetic import make_synthetic_macs, make_synthetic_records
 
 

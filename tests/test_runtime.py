@@ -22,7 +22,7 @@ from dyce.records.format import read_records
 from dyce.records.recording import record_split
 from dyce.report.tables import evaluate_table, pareto_front, search_table, write_table
 from dyce.runtime.inference import EarlyExitRuntime, build_bundle, load_bundle
-from dyce.search.searcher import search_configs
+from dyce.search import search_configs
 
 EXIT_TYPES = ("mlp1x1000", "mlp3x500")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -338,7 +338,7 @@ def test_risk_control_activates_the_selection_of_dyce_select(setup):
     calibration = setup["records"]["val"]
     macs = load_macs_info(setup["macs"])
     for tolerance in (0.1, 0.5):
-        selection = runtime.set_risk(tolerance, 0.1, calibration)
+        selection = runtime.set_risk(tolerance, 0.1, calibration, loss="breaks")
         expected = _brute_force_risk(runtime.front, calibration, macs, tolerance, 0.1)
         assert selection.passed == (expected is not None)
         if expected is None:
@@ -346,7 +346,7 @@ def test_risk_control_activates_the_selection_of_dyce_select(setup):
         else:
             assert runtime.current is runtime.front[expected]
             assert selection.bound <= tolerance and selection.order == "macs"
-    assert runtime.set_risk(0.5, 0.1, calibration).passed
+    assert runtime.set_risk(0.5, 0.1, calibration, loss="breaks").passed
 
 
 def test_bundle_stores_calibration_records_and_search_losses(setup, tmp_path):
@@ -365,12 +365,13 @@ def test_bundle_stores_calibration_records_and_search_losses(setup, tmp_path):
     assert np.array_equal(runtime.calibration.labels, calibration.labels)
     assert np.array_equal(runtime.calibration.top1_preds, calibration.top1_preds)
     assert np.array_equal(runtime.calibration.top1_confs, calibration.top1_confs)
-    stored = runtime.set_risk(0.5, 0.1)  # the bundle's calibration records by default
+    stored = runtime.set_risk(0.5, 0.1, loss="breaks")  # the bundle's calib records
     chosen = runtime.current
-    given = runtime.set_risk(0.5, 0.1, folder / "val.parquet")
-    assert stored.order == "risk" and stored == given and runtime.current is chosen
+    given = runtime.set_risk(0.5, 0.1, folder / "val.parquet", loss="breaks")
+    assert stored.order == "risk" and stored == given and runtime.current == chosen
     expected = _brute_force_risk(runtime.front, calibration, macs, 0.5, 0.1, list(losses))
-    assert expected is not None and chosen is runtime.front[expected]
+    assert chosen == (runtime.front[expected] if expected is not None
+                      else runtime.set_config([[-1, 1.0]] * (runtime.num_positions - 1)))
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 8, 8), (2, 1, 16, 16), (1, 8, 8)])

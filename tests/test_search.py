@@ -10,15 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dyce.errors import DyceError
-from dyce.evaluate.exact import evaluate_config
-from dyce.search.searcher import (
-    CostScale,
-    _Curve,
-    cost_scale,
-    empty_config,
-    evaluation_cost,
-    search_configs,
-)
+from dyce.evaluate.exact import check_inputs, evaluate_config
+from dyce.search import CostScale, cost_scale, empty_config, evaluation_cost, search_configs
+from dyce.search.calibrated import CalibratedCurve
+from dyce.search.circular_reference import circular_by_rounds
+from dyce.search.context import SearchContext
 from tests.synthetic import make_synthetic_macs, make_synthetic_records
 from tests.test_evaluate import assert_same, make_macs, make_records, tiny_problems
 
@@ -306,10 +302,10 @@ def test_divide_and_conquer_over_lambdas_finds_each_first_cheapest_cut(accuracy,
     invalid = np.array(data.draw(st.lists(st.integers(1, count - 1), unique=True,
                                           max_size=count // 2)) if count > 1 else [],
                        dtype=np.int64)
-    curve = _Curve(invalid=invalid, count=count - 1, num_samples=1,
-                   calibrated_acc=np.array(accuracy) / 8, base_macs=0.0, step=0.0,
-                   moved=macs / 8.0, direction=direction, conf=np.zeros(count, np.float32),
-                   positions=None)
+    curve = CalibratedCurve(invalid=invalid, count=count - 1, num_samples=1,
+                            calibrated_acc=np.array(accuracy) / 8, base_macs=0.0, step=0.0,
+                            moved=macs / 8.0, direction=direction,
+                            conf=np.zeros(count, np.float32), positions=None)
     scale = CostScale(0.0, 1.0, 0.0, 1.0)
     best, best_cost = curve.best(lambdas, scale)
     allowed = np.setdiff1d(np.arange(count), invalid)  # invalid cuts are never chosen
@@ -403,7 +399,7 @@ def test_threads_must_be_positive():
 
 def test_default_threads_follow_the_jobs_thread_count(monkeypatch):
     """A Snakemake/Slurm job's declared threads (OMP_NUM_THREADS) bound the search's workers."""
-    from dyce.search.searcher import available_cpus
+    from dyce.search.context import available_cpus
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert available_cpus() == 1
@@ -413,21 +409,18 @@ def test_default_threads_follow_the_jobs_thread_count(monkeypatch):
     assert available_cpus() >= 1
 
 
-def _by_rounds(monkeypatch, *args, **kwargs):
-    """``search_configs`` with circular run round by round over full situations."""
-    from dyce.search.searcher import _Searcher
-
-    with monkeypatch.context() as patch:
-        patch.setattr(_Searcher, "incremental_circular", False)
-        return search_configs(*args, **kwargs)
+def by_rounds(records, macs, lambdas, *, max_rounds=1000):
+    """Circular run round by round over full situations (the reference search)."""
+    with SearchContext(records, check_inputs(records, macs), normalize=True, calibration=False,
+                       progress=False) as context:
+        return circular_by_rounds(context, lambdas, max_rounds=max_rounds)
 
 
 @SEARCH_SETTINGS
 @given(problem=tiny_problems(max_samples=30, max_positions=4))
 def test_incremental_circular_equals_the_round_by_round_search(problem):
     records, macs = problem
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        expected = _by_rounds(monkeypatch, records, macs, "circular", LAMBDAS, progress=False)
+    expected = by_rounds(records, macs, LAMBDAS)
     results = search_configs(records, macs, "circular", LAMBDAS, progress=False)
     for got, want in zip(results, expected, strict=True):
         assert got.config == want.config
@@ -443,7 +436,7 @@ def test_incremental_circular_on_realistic_records(monkeypatch, rebuild):
     records = make_synthetic_records(3000, 6, 3, 10, seed=11)
     macs = make_synthetic_macs(6, 3)
     lambdas = list(np.linspace(0.5, 1.0, 21))
-    expected = _by_rounds(monkeypatch, records, macs, "circular", lambdas, progress=False)
+    expected = by_rounds(records, macs, lambdas)
     monkeypatch.setattr(dyce.search.circular, "REBUILD_FRACTION", rebuild)
     results = search_configs(records, macs, "circular", lambdas, progress=False)
     for got, want in zip(results, expected, strict=True):
@@ -452,17 +445,20 @@ def test_incremental_circular_on_realistic_records(monkeypatch, rebuild):
         assert got.cost == want.cost
 
 
-@pytest.mark.parametrize("incremental", [True, False])
-def test_circular_that_converges_within_the_round_cap_does_not_warn(monkeypatch, incremental):
+@pytest.mark.parametrize("engine", ["incremental", "by_rounds"])
+def test_circular_that_converges_within_the_round_cap_does_not_warn(engine):
     """Both circular engines warn only when the cap stops a λ that could still improve."""
-    from dyce.search.searcher import _Searcher
-
-    monkeypatch.setattr(_Searcher, "incremental_circular", incremental)
     records = make_synthetic_records(300, 4, 2, 10, seed=1)
     macs = make_synthetic_macs(4, 2)
-    full = search_configs(records, macs, "circular", [1.0, 0.0], progress=False)
+
+    def run(**options):
+        if engine == "by_rounds":
+            return by_rounds(records, macs, [1.0, 0.0], **options)
+        return search_configs(records, macs, "circular", [1.0, 0.0], progress=False, **options)
+
+    full = run()
     assert [sum(k >= 0 for k, _ in r.config) for r in full] == [1, 1]  # one change each
-    capped = search_configs(records, macs, "circular", [1.0, 0.0], progress=False, max_rounds=1)
+    capped = run(max_rounds=1)
     assert [r.config for r in capped] == [r.config for r in full]
 
 

@@ -6,6 +6,7 @@ would rerun (dry run) and check that it is exactly the affected branch of the DA
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
@@ -379,6 +380,16 @@ def test_html_report_is_self_contained_with_plots_tables_and_captions(base):
     for text in ("Pareto fronts", "Summaries", "pareto.png", "summary.csv",
                  "MACs saved at", "relative accuracy"):
         assert text in html, text
+    # the summary tables are shown in the page (embedded HTML), one per model and one overall
+    pages = [base64.b64decode(data).decode() for data in
+             re.findall(r"data:text/html[^\"']*?;base64,([A-Za-z0-9+/=]+)", html)]
+    tables = [page for page in pages if "<table>" in page and "<th>macs_saved</th>" in page]
+    assert len(tables) == 3, len(tables)
+    # the overview names each model's own methods (b searches onepass only); every caption
+    # is valid reStructuredText (docutils marks errors as system messages)
+    text = html.replace("\\n", " ").replace("\n", " ")
+    assert "<strong>b</strong> (small_resnet8 on digits): DyCE methods onepass;" in text
+    assert "system-message" not in html
     assert planned(base["dir"]) == []  # reporting changes nothing
 
 

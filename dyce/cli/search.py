@@ -109,7 +109,7 @@ def arange_values(start: float, stop: float, step: float) -> list[float]:
     return [float(v) for v in np.round(start + step * np.arange(count), 12)]
 
 
-def parse_exit_types(values: list[str] | None, names: tuple[str, ...], path: str) -> list[int] | None:
+def exit_type_indices(values: list[str] | None, names: tuple[str, ...], path: str) -> list[int] | None:
     """``--exit-type`` values (indices or names) as indices into ``names``."""
     if not values:
         return None
@@ -154,7 +154,7 @@ def run_search(args: argparse.Namespace) -> int:
               "prefer slower configurations", file=sys.stderr)
     macs = load_macs_info(args.macs_info)
     records = load_records_for(args.records, macs)
-    exit_types = parse_exit_types(args.exit_types, records.exit_types, args.macs_info)
+    exit_types = exit_type_indices(args.exit_types, records.exit_types, args.macs_info)
 
     if peer:
         from dyce.evaluate.strategies import run_strategy
@@ -187,7 +187,7 @@ def _search_dyce(args, records, macs, lambdas, exit_types) -> list:
 
 def _search_dyce_quiet(args, records, macs, lambdas, exit_types) -> list:
     from dyce.search.candidates import search_candidates
-    from dyce.search.searcher import search_configs
+    from dyce.search.methods import search_configs
 
     if args.method != "samethres":
         if exit_types:

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from dyce.data.normalization import DIGITS_MEAN, DIGITS_STD
+
 #: Default number of versions of each source image (the original and 15 deformations).
 DEFAULT_COPIES = 16
 
@@ -87,8 +89,6 @@ class DeformedDigitsPool(Dataset):
 
     def __init__(self, image_size: int = 8, copies: int = DEFAULT_COPIES, seed: int = 0):
         from sklearn.datasets import load_digits
-
-        from dyce.data.splits import DIGITS_MEAN, DIGITS_STD
 
         if copies < 1:
             raise ValueError(f"copies must be at least 1, got {copies}")

@@ -33,17 +33,22 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from dyce.data.normalization import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    CIFAR100_MEAN,
+    CIFAR100_STD,
+    DIGITS_MEAN,
+    DIGITS_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+)
 from dyce.errors import DyceError
 
 SPLITS_FORMAT_VERSION = 1
 SPLIT_NAMES = ("train", "search", "calib", "val")
 SEARCH_SPLIT_CHOICES = ("heldout", "train")
 
-# Mean and standard deviation of the digits pixels after scaling 0..16 to 0..1 (whole set).
-DIGITS_MEAN, DIGITS_STD = 0.3053, 0.3760
-CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)

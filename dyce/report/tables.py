@@ -75,7 +75,7 @@ def search_table(
 ) -> pl.DataFrame:
     """One row per searched configuration, with its figures on the search records.
 
-    ``results``: :class:`dyce.search.searcher.SearchResult` (``lambda_``, ``config``, ``evaluation``) or
+    ``results``: :class:`dyce.search.SearchResult` (``lambda_``, ``config``, ``evaluation``) or
     :class:`dyce.evaluate.strategies.StrategyResult` (``parameter_name``, ``parameter``, ``exit_type``,
     ``config``, ``evaluation``) objects. DyCE results record ``parameter_name = "lambda"`` and
     ``parameter = lambda``; peer strategies leave ``lambda`` null. ``exit_type`` is the one exit

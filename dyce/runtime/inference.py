@@ -98,7 +98,7 @@ def original_entry(num_positions: int) -> FrontEntry:
     return FrontEntry(((-1, 1.0),) * (num_positions - 1), "original", None, None, None, 1.0, 1.0)
 
 
-def check_config(
+def resolve_config(
     config: Any, num_positions: int, num_exit_types: int, *, where: str | None = None,
     field_name: str = "config",
 ) -> tuple[tuple[tuple[int, float], ...], int | None]:
@@ -153,7 +153,7 @@ def read_front(paths: Sequence[str | os.PathLike], num_positions: int,
         rows = df.to_dicts()
         for row_index, row in enumerate(rows):
             field_name = f"config (row {row_index})"
-            config, patience = check_config(row["config"], num_positions, num_exit_types,
+            config, patience = resolve_config(row["config"], num_positions, num_exit_types,
                                             where=str(path), field_name=field_name)
             for column in ("relative_macs", "relative_acc"):
                 value = row[column]
@@ -530,7 +530,7 @@ class EarlyExitRuntime:
                 raise DyceError(f"index {index} outside the front's 0..{len(self.front) - 1}",
                                 path=self.source, field="config")
             return self._activate(self.front[index])
-        config, patience = check_config(index_or_config, self.num_positions,
+        config, patience = resolve_config(index_or_config, self.num_positions,
                                         len(self.exit_types), where=self.source)
         for entry in self.front:
             if entry.config == config and entry.patience == patience:
@@ -581,7 +581,7 @@ class EarlyExitRuntime:
 
     def set_risk(self, tolerance: float, delta: float,
                  calibration_records: ExitRecords | str | os.PathLike | None = None,
-                 bound: str = "clopper-pearson") -> Selection:
+                 bound: str = "clopper-pearson", loss: str = "auto") -> Selection:
         """Cheapest front configuration whose relative accuracy drop vs the original model is
         ``<= tolerance`` with probability ``>= 1 - delta``, tested on calibration records.
 
@@ -609,7 +609,7 @@ class EarlyExitRuntime:
         candidates = [Candidate(e.as_config(), e.relative_macs, {"index": i},
                                 search_loss=e.search_loss) for i, e in enumerate(self.front)]
         selection = select_operating_point(candidates, records, self.macs, tolerance=tolerance,
-                                           delta=delta, bound=bound,
+                                           delta=delta, bound=bound, loss=loss,
                                            order="risk" if ranked else "macs")
         self._activate(self.front[selection.search_row["index"]] if selection.passed
                        else original_entry(self.num_positions))

@@ -34,7 +34,9 @@ from dyce.errors import DyceError
 from dyce.evaluate.exact import check_inputs, evaluation_from_counts, exceeds, position_macs
 from dyce.macs.info import MacsInfo
 from dyce.records.format import ExitRecords
-from dyce.search.searcher import SearchResult, cost_scale, evaluation_cost, search_configs
+from dyce.search.context import SearchResult
+from dyce.search.cost import cost_scale, evaluation_cost
+from dyce.search.methods import search_configs
 
 #: The candidate sets a DyCE search can write: its neighbours too (default), or the searched
 #: configurations only (the original DyCE output).
@@ -52,7 +54,7 @@ SHARED_THRESHOLDS = tuple(float(v) for v in np.round(np.arange(101) / 100, 2))
 
 @dataclass(frozen=True)
 class CandidateResult(SearchResult):
-    """A :class:`~dyce.search.searcher.SearchResult` that is one candidate of its λ.
+    """A :class:`~dyce.search.SearchResult` that is one candidate of its λ.
 
     ``candidate``: ``"searched"``, ``"raise:<f>"`` or ``"shared:<s>"`` (see the module
     docstring); ``evaluation`` holds the candidate's exact figures on the search records and
@@ -167,7 +169,7 @@ def densify(
         records: the search records the results were searched on.
         macs: their ``macs_info``.
         results: searched configurations (one per λ, any order).
-        scale: the :class:`~dyce.search.searcher.CostScale` of the search, for each row's ``cost``.
+        scale: the :class:`~dyce.search.CostScale` of the search, for each row's ``cost``.
         calibration: report calibrated accuracies, as the search did.
 
     Returns:
@@ -270,11 +272,11 @@ def search_candidates(
     calibration: bool = False,
     **options,
 ) -> list[SearchResult]:
-    """:func:`dyce.search.searcher.search_configs`, then (``candidates="dense"``, for
+    """:func:`dyce.search.search_configs`, then (``candidates="dense"``, for
     :data:`DENSE_METHODS`) each searched configuration's neighbours (:func:`densify`).
 
-    ``candidates="searched"`` returns exactly what :func:`~dyce.search.searcher.search_configs` returns
-    (the original DyCE search). ``options`` go to :func:`~dyce.search.searcher.search_configs`.
+    ``candidates="searched"`` returns exactly what :func:`~dyce.search.search_configs` returns
+    (the original DyCE search). ``options`` go to :func:`~dyce.search.search_configs`.
     """
     check_candidate_set(candidates)
     results = search_configs(records, macs, method, lambdas, normalize=normalize,

@@ -24,9 +24,11 @@ rule plot:
     params:
         upstream=get_upstream_digest("search"),
         title=lambda wildcards: f"{wildcards.model} on {wildcards.dataset} (validation)",
+        tolerance=config["summary"]["tolerance"],
     shell:
         "dyce plot {input.fronts} --records {input.records} --macs-info {input.macs}"
-        " --title '{params.title}' --out {output} > {log} 2>&1"
+        " --title '{params.title}' --tolerance {params.tolerance} --out {output}"
+        " > {log} 2>&1"
 
 
 rule model_summary:
@@ -34,8 +36,9 @@ rule model_summary:
         get_library_inputs("summary"),
         fronts=get_fronts,
     output:
-        report(
-            "results/{dataset}/{model}/summary.csv",
+        csv="results/{dataset}/{model}/summary.csv",
+        html=report(
+            "results/{dataset}/{model}/summary.html",
             caption="../report/model_summary.rst",
             category="Summaries",
             labels={"dataset": "{dataset}", "model": "{model}"},
@@ -53,9 +56,10 @@ rule model_summary:
     params:
         upstream=get_upstream_digest("search"),
         tolerance=config["summary"]["tolerance"],
+        caption=lambda wildcards: f"{wildcards.model} on {wildcards.dataset}",
     shell:
-        "dyce summary {input.fronts} --tolerance {params.tolerance} --out {output}"
-        " > {log} 2>&1"
+        "dyce summary {input.fronts} --tolerance {params.tolerance} --out {output.csv}"
+        " --html {output.html} --caption '{params.caption}' > {log} 2>&1"
 
 
 rule summary:
@@ -63,11 +67,12 @@ rule summary:
         get_library_inputs("summary"),
         fronts=get_all_fronts(),
     output:
-        report(
-            "results/summary.csv",
+        csv="results/summary.csv",
+        html=report(
+            "results/summary.html",
             caption="../report/summary.rst",
             category="Summaries",
-            labels={"table": "all models"},
+            labels={"dataset": "all", "model": "all models"},
         ),
     log:
         "logs/summary.log",
@@ -82,4 +87,5 @@ rule summary:
     params:
         tolerance=config["summary"]["tolerance"],
     shell:
-        "dyce summary {input.fronts} --tolerance {params.tolerance} --out {output} > {log} 2>&1"
+        "dyce summary {input.fronts} --tolerance {params.tolerance} --out {output.csv}"
+        " --html {output.html} --caption 'all models' > {log} 2>&1"
