@@ -4,9 +4,9 @@
                                                   [--profile profiles/slurm]
 
 Writes a config with MODELS ImageNet-sized torchvision models (pretrained weights, an
-``imagefolder`` dataset that need not exist: a dry run reads no data) and LAMBDAS values of λ,
+``imagefolder`` dataset named imagenet that need not exist: a dry run reads no data) and LAMBDAS values of λ,
 runs ``snakemake --profile PROFILE --dry-run`` in a temporary copy of the repository and prints
-one Markdown table row: the planned jobs and the median wall time.
+one Markdown table row: the planned jobs, the median wall and CPU time, the load average.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -43,27 +44,32 @@ def paper_config(models: int, lambdas: int) -> dict:
     LAMBDAS values of λ ending at 1.0 in steps of 0.001."""
     start = round(1.0 - (lambdas - 1) * 0.001, 6)
     return {
-        "datasets": {"imagefolder": {"root": "data/imagenet", "num_classes": 1000}},
+        "datasets": {"imagenet": {"kind": "imagefolder", "root": "data/imagenet",
+                                  "num_classes": 1000}},
         "models": {
-            name: {"dataset": "imagefolder", "architecture": name, "weights": WEIGHTS[name]}
+            name: {"dataset": "imagenet", "architecture": name, "weights": WEIGHTS[name]}
             for name in ARCHITECTURES[:models]
         },
         "search": {"lambdas": {"start": start, "stop": 1.0, "step": 0.001}},
     }
 
 
-def dry_run(workdir: Path, profile: str, config: str) -> tuple[float, int]:
-    """Wall seconds of one dry run and the number of jobs it plans."""
+def dry_run(workdir: Path, profile: str, config: str) -> tuple[float, float, int]:
+    """Wall and CPU seconds (user + system, child processes included) of one dry run, and the
+    number of jobs it plans."""
     env = {**os.environ, "PYTHONPATH": str(workdir)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     begin = time.perf_counter()
     result = subprocess.run([SNAKEMAKE, "--profile", profile, "--dry-run", "--quiet", "rules",
                              "--configfile", config],
                             cwd=workdir, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - begin
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if result.returncode != 0:
         sys.exit(f"snakemake failed:\n{result.stderr[-4000:]}")
     total = re.search(r"^total\s+(\d+)$", result.stdout + result.stderr, flags=re.MULTILINE)
-    return elapsed, int(total.group(1)) if total else 0
+    return elapsed, cpu, int(total.group(1)) if total else 0
 
 
 def main() -> None:
@@ -85,14 +91,17 @@ def main() -> None:
         config = workdir / "config" / "paper_scale.yaml"
         config.write_text(yaml.safe_dump(paper_config(args.models, args.lambdas)))
         runs = [dry_run(workdir, args.profile, str(config)) for _ in range(args.runs)]
-    seconds = [elapsed for elapsed, _ in runs]
+    seconds = [elapsed for elapsed, _, _ in runs]
+    cpu = [used for _, used, _ in runs]
     slurm = "Slurm client, controller " + (
         "up" if shutil.which("sinfo") and subprocess.run(
             ["scontrol", "ping"], capture_output=True, timeout=30).returncode == 0
         else "down") if shutil.which("sinfo") else "no Slurm client"
     print(f"| dry run, --profile {args.profile}, {args.models} models x {args.lambdas} λ "
-          f"({runs[0][1]} jobs; {slurm}) | {statistics.median(seconds):.1f} s "
-          f"| median of {len(seconds)} ({', '.join(f'{s:.1f}' for s in seconds)}) |")
+          f"({runs[0][2]} jobs; {slurm}) | {statistics.median(seconds):.1f} s wall, "
+          f"{statistics.median(cpu):.1f} s CPU | median of {len(seconds)} "
+          f"({', '.join(f'{s:.1f}' for s in seconds)} s wall); load average "
+          f"{os.getloadavg()[0]:.1f} |")
 
 
 if __name__ == "__main__":
