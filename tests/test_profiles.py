@@ -69,6 +69,7 @@ def test_cpu_profile_is_the_gpu_profile_without_gpus():
     assert any(gpu["set-resources"][rule].get("gpu") for rule in GPU_RULES)
     for rule in GPU_RULES:
         gpu["set-resources"][rule].pop("gpu", None)
+    assert set(gpu.pop("set-threads")) <= set(GPU_RULES)  # data-loading CPUs beside the GPU
     assert cpu == gpu
     assert not any("gpu" in resources for resources in cpu["set-resources"].values())
 
