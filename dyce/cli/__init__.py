@@ -23,8 +23,10 @@ from dyce.io import TERMINATED_STATUS, Terminated, refuse_overwriting_inputs
 OUTPUT_OPTIONS = ("out", "csv")
 
 #: Command modules of ``dyce.cli`` in pipeline order.
-COMMAND_MODULES = ("data", "train", "record", "macs", "search", "select", "evaluate", "report",
-                   "runtime")
+COMMAND_MODULES = (
+    "data", "train", "record", "macs", "search", "select", "evaluate", "report", "runtime",
+    "workflow",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

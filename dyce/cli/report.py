@@ -1,4 +1,4 @@
-"""``dyce front``, ``dyce plot`` and ``dyce summary``: Pareto fronts, plots, MACs-saved table."""
+"""``dyce plot`` and ``dyce summary``: Pareto plots and the MACs-saved table."""
 
 from __future__ import annotations
 
@@ -6,27 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from dyce.errors import DyceError
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``front``, ``plot`` and ``summary``."""
-    front = subparsers.add_parser(
-        "front",
-        help="Pareto front of evaluated configurations",
-        description="Sort by relative_macs and keep a row only when its relative_acc is higher "
-        "than the last kept row's; one front per group of --by columns.",
-    )
-    front.add_argument("tables", nargs="+", metavar="EVAL.parquet")
-    front.add_argument("--by", default="model,dataset,method",
-                       help="comma-separated columns, one front per distinct value "
-                       "(default: model,dataset,method; 'none' = one front)")
-    front.add_argument("--tolerance", type=float, default=0.005,
-                       help="accuracy drop for the printed 'MACs saved' figure (default 0.005)")
-    front.add_argument("--out", required=True, metavar="FRONT.parquet")
-    front.add_argument("--csv", metavar="FRONT.csv", help="also write the front as CSV")
-    front.set_defaults(func=run_front)
-
+    """Add ``plot`` and ``summary``."""
     plot = subparsers.add_parser(
         "plot",
         help="Pareto plot of front tables with every single exit and the original model",
@@ -127,45 +109,4 @@ def run_summary(args: argparse.Namespace) -> int:
         print(table.select(shown))
     for warning in table["warning"].drop_nulls().unique(maintain_order=True):
         print(f"WARNING: {warning}")
-    return 0
-
-
-# --------------------------------------------------------------------------- front
-
-
-def run_front(args: argparse.Namespace) -> int:
-    import polars as pl
-
-    from dyce.report.tables import (
-        check_tolerance,
-        pareto_front,
-        read_tables,
-        summary_figures,
-        write_csv,
-        write_table,
-    )
-
-    check_tolerance(args.tolerance)
-    tables = read_tables(args.tables, required=("relative_macs", "relative_acc"))
-    by = [] if args.by.strip().lower() == "none" else [c.strip() for c in args.by.split(",")
-                                                        if c.strip()]
-    for path, (df, _) in zip(args.tables, tables, strict=True):
-        missing = [c for c in by if c not in df.columns]
-        if missing:
-            raise DyceError("column missing (used by --by)", path=path, field=missing[0])
-    table = pl.concat([df for df, _ in tables], how="diagonal_relaxed")
-    front = pareto_front(table, by=by or None)
-    metadata = dict(tables[0][1])
-    metadata.update(front_tables=[str(p) for p in args.tables], front_by=by)
-    summary = summary_figures(front, args.tolerance, by=by)  # everything computed before writing
-    for warning in dict.fromkeys(w for _, meta in tables for w in meta.get("warnings", [])):
-        print(f"dyce front: WARNING: {warning}", file=sys.stderr)
-    if args.csv:
-        write_csv(front, args.csv)
-    write_table(front, args.out, metadata)
-    for row in summary.iter_rows(named=True):
-        label = " ".join(str(row[c]) for c in by) or "all"
-        saved = row["macs_saved"]
-        figure = "no configuration" if saved is None else f"{100 * saved:.1f} % MACs saved"
-        print(f"dyce front: {label}: {figure} at ≤ {100 * args.tolerance:g} % accuracy drop")
     return 0
