@@ -365,10 +365,17 @@ def config_only(tmp_path_factory):
         (lambda c: c["models"]["b"]["exit_training"].update(epochs=0),
          "['models']['b']['exit_training']['epochs']"),
         (lambda c: c.update(colour="blue"), "colour"),
+        (lambda c: c["search"].update(lambdas=[0.8, float("nan")]), "search.lambdas"),
+        (lambda c: c["search"].update(lambdas={"start": 0, "stop": 1, "step": 1e-9}),
+         "search.lambdas"),
+        (lambda c: c["models"]["a"].setdefault("search", {}).update(
+            lambdas={"start": 0, "stop": 1e308, "step": 1}), "models.a.search.lambdas"),
+        (lambda c: c.setdefault("record", {}).update(topk=11), "record.topk"),
     ],
     ids=["negative-lambda", "unknown-method", "unknown-dataset-ref", "name-without-kind",
          "unknown-kind",
-         "unknown-model", "zero-epochs", "unknown-key"],
+         "unknown-model", "zero-epochs", "unknown-key", "nan-lambda", "huge-grid",
+         "huge-model-grid", "topk-above-classes"],
 )
 def test_bad_config_stops_before_any_job_naming_the_key(config_only, change, key, request):
     config = write_config(config_only, request.node.callspec.id, change)

@@ -8,6 +8,7 @@ package's sources itself:
   together with that of :mod:`dyce.cli`. Declared as a rule's inputs, an edit of one of them
   reruns exactly the jobs whose command imports it.
 - ``architectures``: ``known`` backbone names and the ``unknown`` ones among ``--architecture``.
+- ``max_lambdas``: the most λ values one search accepts (:data:`dyce.search.lambda_grid.MAX_LAMBDAS`).
 
 Fast and torch-free unless an ``--architecture`` outside the small ResNets asks for the
 torchvision model list.
@@ -22,6 +23,7 @@ from pathlib import Path
 import dyce
 from dyce.cli.import_closure import import_closure
 from dyce.network.architectures import SMALL_RESNET_BLOCKS
+from dyce.search.lambda_grid import MAX_LAMBDAS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,7 +47,8 @@ def run_workflow_info(args: argparse.Namespace) -> int:
 
 
 def workflow_info(architectures: list[str]) -> dict:
-    """``{"commands": {command: [file, …]}, "architectures": {"known": […], "unknown": […]}}``.
+    """``{"commands": {command: [file, …]}, "architectures": {"known": […], "unknown": […]},
+    "max_lambdas": N}``.
 
     Files are relative to the folder that holds the package (``dyce/cli/__init__.py``, …).
     """
@@ -59,6 +62,7 @@ def workflow_info(architectures: list[str]) -> dict:
             for command, module in command_modules().items()
         },
         "architectures": architecture_report(architectures),
+        "max_lambdas": MAX_LAMBDAS,
     }
 
 

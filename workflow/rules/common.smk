@@ -2,10 +2,12 @@
 
 import hashlib
 import json
+import math
 import os
 import re
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -96,19 +98,45 @@ def get_search_setting(model, key):
 
 
 def format_lambda(value):
-    """λ as the search command gets it: 0.5, 0.51, 1.0."""
-    text = f"{round(float(value), 6):.6f}".rstrip("0")
-    return f"{text}0" if text.endswith(".") else text
+    """λ as the search command gets it: 0.5, 0.51, 1.0 (the shortest text of the same float)."""
+    return repr(float(value))
+
+
+def get_lambdas_key(model):
+    """The config key that sets ``model``'s λ grid (for error messages)."""
+    if "lambdas" in get_model_spec(model).get("search", {}):
+        return f"models.{model}.search.lambdas"
+    return "search.lambdas"
 
 
 def get_model_lambdas(model):
-    """The λ grid of ``model`` as sorted strings (a range includes its end)."""
+    """The λ grid of ``model`` as sorted strings: a range ``{start, stop, step}`` includes its
+    end when the grid reaches it and steps in exact decimals (as ``dyce search --lambda-range``);
+    non-finite values and grids above the library's maximum stop the workflow, naming the key.
+    """
     grid = get_search_setting(model, "lambdas")
+    key = get_lambdas_key(model)
+    limit = WORKFLOW_INFO["max_lambdas"]
     if isinstance(grid, list):
-        values = grid
+        values = list(grid)
     else:
-        count = int(round((grid["stop"] - grid["start"]) / grid["step"] + 1e-9)) + 1
-        values = [grid["start"] + i * grid["step"] for i in range(max(count, 0))]
+        bounds = [
+            Decimal(repr(float(grid[name]))) for name in ("start", "stop", "step")
+        ]
+        if not all(bound.is_finite() for bound in bounds):
+            config_error(key, f"{grid} holds a value that is not a finite number")
+        start, stop, step = bounds
+        count = int((stop - start) / step + Decimal("1e-9")) + 1 if stop >= start else 0
+        if count > limit:
+            config_error(
+                key, f"{grid} has {count} λ values, more than the maximum {limit}"
+            )
+        values = [float(start + i * step) for i in range(count)]
+    for value in values:
+        if not math.isfinite(float(value)):
+            config_error(key, f"λ = {value} is not a finite number")
+    if len(values) > limit:
+        config_error(key, f"{len(values)} λ values, more than the maximum {limit}")
     return sorted({format_lambda(value) for value in values}, key=float)
 
 
@@ -226,7 +254,16 @@ def check_config():
         if not get_methods(model):
             config_error(f"models.{model}.search", "no search method or peer selected")
         if get_search_setting(model, "methods") and not get_model_lambdas(model):
-            config_error(f"models.{model}.search.lambdas", "the λ range is empty")
+            config_error(get_lambdas_key(model), "the λ range is empty")
+        classes = {**DATASET_KINDS[kind], **config["datasets"][dataset]}.get(
+            "num_classes"
+        )
+        if classes is not None and config["record"]["topk"] > classes:
+            config_error(
+                "record.topk",
+                f"{config['record']['topk']} is more than the {classes} classes of dataset "
+                f"'{dataset}' (model '{model}'): recording would fail after training",
+            )
         if config["bundle"]["enabled"] and not get_bundle_methods(model):
             config_error(f"models.{model}.search.methods", "no DyCE method to bundle")
         for method in config["bundle"]["methods"] or []:
@@ -330,6 +367,15 @@ def get_fronts(wildcards):
 def get_bundle_fronts(wildcards):
     return [
         f"{get_model_dir(wildcards.model)}/front/{method}.parquet"
+        for method in get_bundle_methods(wildcards.model)
+    ]
+
+
+def get_bundle_searched(wildcards):
+    """Every searched configuration of the bundled methods (evaluated), so that
+    ``dyce predict --lambda`` runs the configuration searched for that λ."""
+    return [
+        f"{get_model_dir(wildcards.model)}/eval/{method}.parquet"
         for method in get_bundle_methods(wildcards.model)
     ]
 

@@ -3,6 +3,7 @@ rule bundle:
         get_library_inputs("bundle"),
         exits="results/{dataset}/{model}/exits.pt",
         fronts=get_bundle_fronts,
+        searched=get_bundle_searched,
         macs="results/{dataset}/{model}/macs_info.json",
     output:
         "results/{dataset}/{model}/bundle.pt",
@@ -19,5 +20,5 @@ rule bundle:
     params:
         upstream=get_upstream_digest("search"),
     shell:
-        "dyce bundle --exits {input.exits} --front {input.fronts} --macs-info {input.macs}"
-        " --out {output} > {log} 2>&1"
+        "dyce bundle --exits {input.exits} --front {input.fronts} --searched {input.searched}"
+        " --macs-info {input.macs} --out {output} > {log} 2>&1"
