@@ -30,17 +30,33 @@ def _cp_upper(losses: int, n: int, delta: float) -> float:
                            xtol=1e-14)
 
 
-def _brute_force_selection(candidates, records, macs, tolerance, delta):
+def _net_bound(breaks, fixes, final_right, n, delta):
+    """The net-drop bound restated: discordance and break share at delta/4, accuracy at delta/2."""
+    rate = _cp_upper(breaks + fixes, n, delta / 4)
+    share = _cp_upper(breaks, breaks + fixes, delta / 4) if breaks + fixes else 1.0
+    low = 1.0 - _cp_upper(n - final_right, n, delta / 2)
+    return max(rate * (2 * share - 1), 0.0) / low if low > 0 else float("inf")
+
+
+def _brute_force_selection(candidates, records, macs, tolerance, delta, loss):
     """Plain re-statement of the procedure: (config, passed, bound, tested)."""
     order = sorted(range(len(candidates)),
                    key=lambda i: (candidates[i].search_loss, -candidates[i].relative_macs_tr, i))
     passed, tested = [], 0
+    n = records.num_samples
+    final = [int(records.preds[-1, s, 0] == records.labels[s]) for s in range(n)]
     for i in order:
         evaluation = brute_force_evaluate(records, macs, candidates[i].config, per_sample=True)
-        right = [s for s in range(records.num_samples)
-                 if records.preds[-1, s, 0] == records.labels[s]]
-        wrong = sum(int(evaluation.prediction[s] != records.labels[s]) for s in right)
-        bound = _cp_upper(wrong, len(right), delta)
+        mine = [int(evaluation.prediction[s] == records.labels[s]) for s in range(n)]
+        breaks = sum(f and not m for f, m in zip(final, mine, strict=True))
+        fixes = sum(m and not f for f, m in zip(final, mine, strict=True))
+        if loss == "breaks":
+            bound = _cp_upper(breaks, sum(final), delta)
+        elif loss == "net":
+            bound = _net_bound(breaks, fixes, sum(final), n, delta)
+        else:
+            bound = min(_cp_upper(breaks, sum(final), delta / 2),
+                        _net_bound(breaks, fixes, sum(final), n, delta / 2))
         tested += 1
         if bound > tolerance:
             break
@@ -66,17 +82,20 @@ config_strategy = st.lists(
                      min_size=6, max_size=6),
     tolerance=st.sampled_from([0.05, 0.2, 0.5, 0.9]),
     delta=st.sampled_from([0.05, 0.1, 0.5]),
+    loss=st.sampled_from(["breaks", "net", "auto"]),
 )
-def test_selection_equals_brute_force(seed, num_samples, configs, figures, tolerance, delta):
+def test_selection_equals_brute_force(seed, num_samples, configs, figures, tolerance, delta,
+                                      loss):
     records = make_synthetic_records(num_samples, POSITIONS, TYPES, CLASSES, seed=seed)
     if not records.correct[-1].any():
         return
     macs = load_macs_info(make_synthetic_macs(POSITIONS, TYPES))
     candidates = [Candidate([[k, t] for k, t in config], cost, {"row": i}, search_loss=loss)
                   for i, (config, (loss, cost)) in enumerate(zip(configs, figures, strict=False))]
-    got = select_operating_point(candidates, records, macs, tolerance=tolerance, delta=delta)
+    got = select_operating_point(candidates, records, macs, tolerance=tolerance, delta=delta,
+                                 loss=loss)
     config, passed, bound, tested = _brute_force_selection(candidates, records, macs,
-                                                           tolerance, delta)
+                                                           tolerance, delta, loss)
     assert got.passed is passed
     assert got.config == config
     assert got.tested == tested
@@ -88,7 +107,8 @@ def test_selection_equals_brute_force(seed, num_samples, configs, figures, toler
         assert got.bound <= tolerance
 
 
-def test_promise_holds_over_calibration_draws():
+@pytest.mark.parametrize("loss", ["breaks", "net", "auto"])
+def test_promise_holds_over_calibration_draws(loss):
     """Over many calibration draws, the chosen configuration's population drop exceeds the
     tolerance in at most about ``delta`` of them (the guarantee, checked empirically)."""
     population = make_synthetic_records(40_000, POSITIONS, TYPES, CLASSES, seed=7)
@@ -101,7 +121,7 @@ def test_promise_holds_over_calibration_draws():
         true_drop.append(1.0 - evaluation.relative_acc)
     # The order must not depend on the calibration labels: thresholds, most conservative first.
     candidates = [Candidate(c, 1.0, {"row": i}, search_loss=i * 1e-3)
-                  for i, c in enumerate(reversed(configs))]
+                  for i, c in enumerate(reversed(configs))]  # most conservative first
     drops = dict(zip((json.dumps(c) for c in configs), true_drop, strict=True))
     tolerance, delta, n = 0.03, 0.2, 600
     assert min(true_drop) <= tolerance < max(true_drop)  # the problem is not trivial
@@ -113,7 +133,7 @@ def test_promise_holds_over_calibration_draws():
         calib = replace(population, labels=population.labels[pick], preds=population.preds[:, pick],
                         confs=population.confs[:, pick], sample_ids=None)
         selection = select_operating_point(candidates, calib, macs, tolerance=tolerance,
-                                           delta=delta)
+                                           delta=delta, loss=loss)
         if selection.passed:
             passes += 1
             failures += drops[json.dumps(selection.config)] > tolerance
@@ -257,19 +277,23 @@ def test_search_losses_equal_brute_force(seed, num_samples, configs):
     records = make_synthetic_records(num_samples, POSITIONS, TYPES, CLASSES, seed=seed)
     macs = load_macs_info(make_synthetic_macs(POSITIONS, TYPES))
     configs = [[[k, t] for k, t in config] for config in configs]
-    got = configuration_losses(records, macs, configs)
+    breaks_only = configuration_losses(records, macs, configs, "breaks")
+    net = configuration_losses(records, macs, configs, "net")
     right = [s for s in range(num_samples) if records.preds[-1, s, 0] == records.labels[s]]
-    for value, config in zip(got, configs, strict=True):
+    others = [s for s in range(num_samples) if s not in right]
+    for config, got_breaks, got_net in zip(configs, breaks_only, net, strict=True):
         prediction = brute_force_evaluate(records, macs, config, per_sample=True).prediction
         if not right:
-            assert np.isnan(value)
+            assert np.isnan(got_breaks) and np.isnan(got_net)
         else:
             wrong = sum(int(prediction[s] != records.labels[s]) for s in right)
-            assert value == wrong / len(right)
+            fixed = sum(int(prediction[s] == records.labels[s]) for s in others)
+            assert got_breaks == wrong / len(right)
+            assert got_net == (wrong - fixed) / len(right)
 
 
 def test_select_orders_by_cost_without_search_records(files, tmp_path):
-    by_risk, by_macs = tmp_path / "risk.json", tmp_path / "macs.json"
+    by_risk, by_macs = tmp_path / "risk.json", tmp_path / "by_macs.json"
     assert _select(files, by_risk, "--tolerance", "0.02") == 0
     assert _select(files, by_macs, "--tolerance", "0.02", "--order", "macs",
                    "--search-records", "/nonexistent.parquet") == 0

@@ -21,6 +21,9 @@ import psutil
 import pytest
 import yaml
 
+from dyce.cli.import_closure import import_closure
+from dyce.cli.workflow import command_modules
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 TINY = "config/test/tiny.yaml"
@@ -72,6 +75,44 @@ def parse_jobs(text: str) -> list[tuple[str, str]]:
     return jobs
 
 
+def parse_job_details(text: str) -> list[dict[str, str | list[str]]]:
+    """Rule, inputs, first output, reason and shell command of every job of a
+    ``--dry-run --printshellcmds`` (``all`` left out)."""
+    jobs, job = [], None
+    for line in text.splitlines():
+        header = JOB_HEADER.match(line)
+        if header:
+            job = {"rule": header.group(1), "inputs": [], "reason": ""}
+        elif job is not None and line.startswith("    input: "):
+            job["inputs"] = line[len("    input: "):].split(", ")
+        elif job is not None and line.startswith("    output: "):
+            job["output"] = line[len("    output: "):].split(", ")[0]
+        elif job is not None and line.startswith("    reason: "):
+            job["reason"] = line[len("    reason: "):]
+        elif job is not None and line.startswith("Shell command: "):
+            if job["rule"] != "all":
+                jobs.append({**job, "shell": line[len("Shell command: "):]})
+            job = None
+    return jobs
+
+
+def library_closure(workdir: Path, shell: str) -> set[str]:
+    """The dyce files the command of ``shell`` imports (static closure, relative paths)."""
+    command = re.match(r"dyce ([a-z-]+) ", shell).group(1)
+    closure = import_closure(workdir / "dyce", ["dyce.cli", command_modules()[command]])
+    return {str(path.relative_to(workdir)) for path in closure}
+
+
+def shell_rules() -> set[str]:
+    """Rules of workflow/rules/*.smk that run a command."""
+    rules = set()
+    for path in (REPO / "workflow" / "rules").glob("*.smk"):
+        parts = re.split(r"^rule (\w+):\n", path.read_text(), flags=re.MULTILINE)
+        rules |= {name for name, body in zip(parts[1::2], parts[2::2], strict=True)
+                  if "    shell:" in body}
+    return rules
+
+
 def planned(workdir: Path, config: str = TINY) -> list[tuple[str, str]]:
     """Jobs a run would execute now (dry run)."""
     result = snakemake(workdir, "--dry-run", config=config)
@@ -116,7 +157,7 @@ def branch(tiny: dict, model: str) -> dict[str, int]:
     jobs = {
         "train_exits": 1,
         "record": len(tiny["record"]["splits"]),
-        "search_lambda": len(methods) * len(search["lambdas"]),
+        "search_dyce": len(methods),
         "search_peer": len(peers),
         "evaluate": len(methods) + len(peers),
         "front": len(methods) + len(peers),
@@ -177,13 +218,13 @@ def test_exit_training_change_reruns_only_that_models_branch(base, tiny):
 
 
 @pytest.mark.slow
-def test_one_more_lambda_runs_exactly_one_search(base, tiny):
+def test_one_more_lambda_reruns_that_models_dyce_searches_only(base, tiny):
     def change(config):
         config["models"]["b"]["search"]["lambdas"] = tiny["search"]["lambdas"] + [0.95]
 
     jobs = planned(base["dir"], write_config(base["dir"], "one_more_lambda", change))
     assert sorted(jobs) == sorted([
-        ("search_lambda", "results/digits/b/search/onepass/lambda_0.95.parquet"),
+        ("search_dyce", "results/digits/b/search/onepass.parquet"),
         ("evaluate", "results/digits/b/eval/onepass.parquet"),
         ("front", "results/digits/b/front/onepass.parquet"),
         ("plot", "results/digits/b/pareto.png"),
@@ -204,16 +245,30 @@ def test_dataset_seed_change_reruns_everything_downstream(base):
 
 
 @pytest.mark.slow
-def test_library_change_reruns_only_the_stages_that_import_it(base):
-    plots = base["dir"] / "dyce" / "report" / "plots.py"
-    original, stat = plots.read_text(), plots.stat()
+@pytest.mark.parametrize(("module", "expected"), [
+    ("report/plots.py", {"plot": 2, "model_summary": 2, "summary": 1}),
+    ("search/cuts.py", {"search_dyce": 3, "search_peer": 4, "evaluate": 7, "front": 7,
+                       "plot": 2, "model_summary": 2, "summary": 1, "bundle": 2}),
+])
+def test_editing_a_module_reruns_exactly_the_jobs_that_import_it(base, module, expected):
+    """The jobs whose command imports the module rerun for it; the rest of the plan is what
+    depends on their outputs."""
+    path = base["dir"] / "dyce" / module
+    original, stat = path.read_text(), path.stat()
     try:
-        plots.write_text(original + "\n# changed\n")
-        jobs = planned(base["dir"])
+        path.write_text(original + "\n# changed\n")
+        result = snakemake(base["dir"], "--dry-run", "--printshellcmds")
     finally:
-        plots.write_text(original)
-        os.utime(plots, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    assert by_rule(jobs) == {"plot": 2, "model_summary": 2, "summary": 1}
+        path.write_text(original)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    output = result.stdout + result.stderr
+    assert by_rule(parse_jobs(output)) == expected
+    jobs = parse_job_details(output)
+    importing = {(job["rule"], job["output"]) for job in jobs
+                 if f"dyce/{module}" in library_closure(base["dir"], job["shell"])}
+    updated = {(job["rule"], job["output"]) for job in jobs
+               if re.search(r"Updated input files: [^;]*dyce/", job["reason"])}
+    assert importing and updated == importing
     assert planned(base["dir"]) == []
 
 
@@ -262,6 +317,32 @@ def test_killed_job_leaves_nothing_accepted_and_is_redone(base, tmp_path, tiny):
     assert exits.exists() and planned(workdir, config) == []
 
 
+# --------------------------------------------------------------------------- library inputs
+
+
+def test_every_rule_declares_exactly_the_import_closure_of_its_command(config_only):
+    """A job's declared dyce files are the static import closure of its command's CLI module
+    and of dyce.cli: nothing listed by hand, nothing missing, nothing else."""
+    def chunked(config):
+        config["models"]["a"].update(search={"lambda_chunks": 2})
+        config["record"]["splits"] = ["train", "search", "val"]
+
+    def sharded(config):
+        chunked(config)
+        config["record"]["shards"] = 3
+
+    jobs = []
+    for name, change in (("closure", chunked), ("closure_sharded", sharded)):
+        config = write_config(config_only, name, change)
+        result = snakemake(config_only, "--dry-run", "--printshellcmds", config=config)
+        jobs += parse_job_details(result.stdout + result.stderr)
+    for job in jobs:
+        declared = {name for name in job["inputs"] if name.startswith("dyce/")}
+        expected = library_closure(config_only, job["shell"])
+        assert declared == expected, (job["rule"], sorted(declared ^ expected))
+    assert {job["rule"] for job in jobs} == shell_rules()
+
+
 # --------------------------------------------------------------------------- bad configs
 
 
@@ -277,13 +358,16 @@ def config_only(tmp_path_factory):
         (lambda c: c["search"].update(lambdas=[-0.1, 0.9]), "['search']['lambdas'][0]"),
         (lambda c: c["search"].update(methods=["onepass", "greedy"]), "['search']['methods']"),
         (lambda c: c["models"]["a"].update(dataset="mnist"), "models.a.dataset"),
-        (lambda c: c["datasets"].update(mnist={"seed": 0}), "'mnist'"),
+        (lambda c: c["datasets"].update(mnist={"seed": 0}), "datasets.mnist.kind"),
+        (lambda c: c["datasets"].update(my_digits={"kind": "mnist"}),
+         "['datasets']['my_digits']['kind']"),
         (lambda c: c["models"]["a"].update(architecture="resnet_9000"), "models.a.architecture"),
         (lambda c: c["models"]["b"]["exit_training"].update(epochs=0),
          "['models']['b']['exit_training']['epochs']"),
         (lambda c: c.update(colour="blue"), "colour"),
     ],
-    ids=["negative-lambda", "unknown-method", "unknown-dataset-ref", "unknown-dataset",
+    ids=["negative-lambda", "unknown-method", "unknown-dataset-ref", "name-without-kind",
+         "unknown-kind",
          "unknown-model", "zero-epochs", "unknown-key"],
 )
 def test_bad_config_stops_before_any_job_naming_the_key(config_only, change, key, request):
@@ -318,13 +402,55 @@ def test_html_report_is_self_contained_with_plots_tables_and_captions(base):
     assert planned(base["dir"]) == []  # reporting changes nothing
 
 
+def test_datasets_are_named_and_results_land_under_the_name(config_only):
+    def change(config):
+        config["datasets"] = {"mine": {**config["datasets"]["digits"], "kind": "digits"},
+                              "digits": {"seed": 3}}
+        config["models"]["a"]["dataset"] = "mine"
+
+    config = write_config(config_only, "named", change)
+    result = snakemake(config_only, "--dry-run", "--printshellcmds", config=config)
+    output = result.stdout + result.stderr
+    jobs = parse_jobs(output)
+    assert ("prepare_data", "results/mine/splits.json") in jobs
+    assert ("prepare_data", "results/digits/splits.json") in jobs
+    assert {output for rule, output in jobs if model_of(output) == "a"} == {
+        output for rule, output in jobs if output.startswith("results/mine/a/")}
+    assert "dyce prepare-data --dataset digits --seed 0" in output
+    assert "dyce prepare-data --dataset digits --seed 3" in output
+    assert "--model a --dataset mine" in output
+
+
+def test_lambda_chunks_split_the_grid_into_that_many_jobs_and_a_merge(config_only):
+    def change(config):
+        config["models"]["a"]["search"] = {"lambda_chunks": 2, "lambdas": [0.5, 0.6, 0.7]}
+
+    result = snakemake(config_only, "--dry-run", "--printshellcmds",
+                       config=write_config(config_only, "chunks", change))
+    output = result.stdout + result.stderr
+    jobs = parse_jobs(output)
+    chunks = sorted(out for rule, out in jobs if rule == "search_chunk")
+    assert chunks == [f"results/digits/a/search/{method}/chunk_{index}.parquet"
+                      for method in ("circular", "onepass") for index in (0, 1)]
+    assert sorted(out for rule, out in jobs if rule == "search_merge") == [
+        "results/digits/a/search/circular.parquet", "results/digits/a/search/onepass.parquet"]
+    assert [out for rule, out in jobs if rule == "search_dyce"] == [
+        "results/digits/b/search/onepass.parquet"]
+    grids = [re.search(r"--lambda ((?:[0-9.]+ )+)", line).group(1).strip()
+             for line in output.splitlines() if "dyce search" in line and "--model a " in line
+             and "--method onepass" in line or "--method circular" in line and "--model a " in line]
+    assert sorted(grids) == ["0.5 0.6", "0.5 0.6", "0.7", "0.7"]
+
+
 @pytest.mark.parametrize(
     ("target", "rules"),
     [
-        ("records", {"prepare_data", "train_backbone", "train_exits", "record"}),
+        ("records", {"prepare_data", "train_backbone", "cache_features", "train_exits",
+                     "record"}),
         ("macs", {"macs_analysis"}),
-        ("search", {"prepare_data", "train_backbone", "train_exits", "record", "macs_analysis",
-                    "search_lambda", "search_peer"}),
+        ("search", {"prepare_data", "train_backbone", "cache_features", "train_exits", "record",
+                    "macs_analysis",
+                    "search_dyce", "search_peer"}),
     ],
 )
 def test_named_targets_plan_only_what_they_need(config_only, target, rules):
@@ -332,3 +458,65 @@ def test_named_targets_plan_only_what_they_need(config_only, target, rules):
     jobs = parse_jobs(result.stdout + result.stderr)
     assert {rule for rule, _ in jobs} == rules
     assert {model_of(output) for _, output in jobs} >= {"a", "b"}
+
+
+def test_digits_exits_train_from_a_feature_cache_unless_switched_off(config_only):
+    def change(config):
+        config["models"]["b"]["exit_training"]["feature_cache"] = False
+        config["record"]["splits"] = ["train", "search", "val"]
+
+    result = snakemake(config_only, "--dry-run", "--printshellcmds",
+                       config=write_config(config_only, "cache", change))
+    output = result.stdout + result.stderr
+    jobs = parse_jobs(output)
+    assert [out for rule, out in jobs if rule == "cache_features"] == [
+        "results/digits/a/features/train"]
+    assert [out for rule, out in jobs if rule == "record_from_features"] == [
+        "results/digits/a/records/train.parquet"]
+    assert "results/digits/b/records/train.parquet" in [
+        out for rule, out in jobs if rule == "record"]
+    trainings = {re.search(r"--out results/digits/(\w)/exits.pt", line).group(1): line
+                 for line in re.findall(r"dyce train-exits [^\n]*", output)}
+    assert "--features results/digits/a/features/train" in trainings["a"]
+    assert "--features" not in trainings["b"] and "feature" not in trainings["b"]
+
+
+def test_record_shards_plan_batch_aligned_shard_jobs_and_a_join(config_only):
+    def change(config):
+        config["record"].update(shards=3, batch_size=64)
+
+    result = snakemake(config_only, "--dry-run", "--printshellcmds",
+                       config=write_config(config_only, "shards", change))
+    output = result.stdout + result.stderr
+    jobs = parse_jobs(output)
+    counts = by_rule(jobs)
+    # 2 models x 2 recorded splits, 3 shards each; each model's cache pass in 3 shards too
+    assert counts["record_shard"] == 12 and counts["concat_records"] == 4
+    assert counts["cache_features_shard"] == 6 and counts["concat_features"] == 2
+    assert "record" not in counts and "cache_features" not in counts
+    assert re.search(r"dyce concat-records results/digits/a/records/val.shard1of3.parquet "
+                     r"results/digits/a/records/val.shard2of3.parquet "
+                     r"results/digits/a/records/val.shard3of3.parquet "
+                     r"--out results/digits/a/records/val.parquet", output)
+    assert len(re.findall(r"--batch-size 64 --amp off --shard [123]/3", output)) == 18
+
+
+@pytest.mark.slow
+def test_sharded_recording_gives_the_files_of_one_job(base, tmp_path):
+    """The base run's records, recorded again as 3 shard jobs per split and joined."""
+    import shutil
+
+    workdir = tmp_path / "repo"
+    shutil.copytree(base["dir"], workdir, symlinks=True)
+    records = sorted((workdir / "results" / "digits").glob("*/records/*.parquet"))
+    one_job = {path: path.read_bytes() for path in records}
+    for path in records:
+        path.unlink()
+    config = write_config(workdir, "sharded", lambda c: c["record"].update(shards=3))
+    result = snakemake(workdir, "records", config=config)
+    counts = by_rule(parse_jobs(result.stdout + result.stderr))
+    assert counts["record_shard"] == 3 * len(records)
+    assert counts["concat_records"] == len(records) and "record" not in counts
+    for path, content in one_job.items():
+        assert path.read_bytes() == content, path
+    assert not list((workdir / "results" / "digits").glob("*/records/*shard*"))  # temp()

@@ -1,14 +1,17 @@
-"""``dyce evaluate``: the figures of searched configurations on validation records."""
+"""``dyce evaluate`` and ``dyce front``: searched configurations on validation records, and
+the Pareto front of the evaluated ones."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
-from dyce.cli.options import add_macs_info, add_no_progress
+from dyce.cli.options import add_macs_info, add_no_progress, warn_if_chance_level
+from dyce.errors import DyceError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``evaluate``."""
+    """Add ``evaluate`` and ``front``."""
     parser = subparsers.add_parser(
         "evaluate",
         help="evaluate searched (or selected) configurations on validation records",
@@ -24,6 +27,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_no_progress(parser)
     parser.add_argument("--out", required=True, metavar="EVAL.parquet")
     parser.set_defaults(func=run_evaluate)
+
+    front = subparsers.add_parser(
+        "front",
+        help="Pareto front of evaluated configurations",
+        description="Sort by relative_macs and keep a row only when its relative_acc is higher "
+        "than the last kept row's; one front per group of --by columns.",
+    )
+    front.add_argument("tables", nargs="+", metavar="EVAL.parquet")
+    front.add_argument("--by", default="model,dataset,method",
+                       help="comma-separated columns, one front per distinct value "
+                       "(default: model,dataset,method; 'none' = one front)")
+    front.add_argument("--tolerance", type=float, default=0.005,
+                       help="accuracy drop for the printed 'MACs saved' figure (default 0.005)")
+    front.add_argument("--out", required=True, metavar="FRONT.parquet")
+    front.add_argument("--csv", metavar="FRONT.csv", help="also write the front as CSV")
+    front.set_defaults(func=run_front)
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -48,6 +67,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
               else read_tables([path], required=tuple(SEARCH_SCHEMA))[0] for path in args.results]
     macs = load_macs_info(args.macs_info)
     records = load_any_records(args.records, macs)
+    warned = warn_if_chance_level("evaluate", records)
     evaluated = []
     for path, (df, metadata) in zip(args.results, tables, strict=True):
         check_exit_table(metadata, records, path)
@@ -60,7 +80,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     metadata = dict(tables[0][1])
     metadata.update(evaluation_records=str(args.records), evaluation_split=records.split,
                     evaluation_num_samples=records.num_samples,
-                    search_tables=[str(p) for p in args.results])
+                    search_tables=[str(p) for p in args.results],
+                    warnings=list(dict.fromkeys([*metadata.get("warnings", []), *warned])))
     write_table(table, args.out, metadata)
     print(f"dyce evaluate: {table.height} configurations → {args.out}")
     return 0
@@ -75,3 +96,44 @@ def _print_promises(table, records) -> None:
               f"saved, accuracy drop {100 * row['accuracy_drop']:.2f} % on "
               f"{records.num_samples} {records.split or 'evaluation'} samples; promise "
               f"≤ {100 * row['tolerance']:g} % {held}")
+
+
+# --------------------------------------------------------------------------- front
+
+
+def run_front(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from dyce.report.tables import (
+        check_tolerance,
+        pareto_front,
+        read_tables,
+        summary_figures,
+        write_csv,
+        write_table,
+    )
+
+    check_tolerance(args.tolerance)
+    tables = read_tables(args.tables, required=("relative_macs", "relative_acc"))
+    by = [] if args.by.strip().lower() == "none" else [c.strip() for c in args.by.split(",")
+                                                        if c.strip()]
+    for path, (df, _) in zip(args.tables, tables, strict=True):
+        missing = [c for c in by if c not in df.columns]
+        if missing:
+            raise DyceError("column missing (used by --by)", path=path, field=missing[0])
+    table = pl.concat([df for df, _ in tables], how="diagonal_relaxed")
+    front = pareto_front(table, by=by or None)
+    metadata = dict(tables[0][1])
+    metadata.update(front_tables=[str(p) for p in args.tables], front_by=by)
+    summary = summary_figures(front, args.tolerance, by=by)  # everything computed before writing
+    for warning in dict.fromkeys(w for _, meta in tables for w in meta.get("warnings", [])):
+        print(f"dyce front: WARNING: {warning}", file=sys.stderr)
+    if args.csv:
+        write_csv(front, args.csv)
+    write_table(front, args.out, metadata)
+    for row in summary.iter_rows(named=True):
+        label = " ".join(str(row[c]) for c in by) or "all"
+        saved = row["macs_saved"]
+        figure = "no configuration" if saved is None else f"{100 * saved:.1f} % MACs saved"
+        print(f"dyce front: {label}: {figure} at ≤ {100 * args.tolerance:g} % accuracy drop")
+    return 0

@@ -1,32 +1,14 @@
-"""``dyce front``, ``dyce plot`` and ``dyce summary``: Pareto fronts, plots, MACs-saved table."""
+"""``dyce plot`` and ``dyce summary``: Pareto plots and the MACs-saved table."""
 
 from __future__ import annotations
 
 import argparse
-import math
+import sys
 from pathlib import Path
-
-from dyce.errors import DyceError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``front``, ``plot`` and ``summary``."""
-    front = subparsers.add_parser(
-        "front",
-        help="Pareto front of evaluated configurations",
-        description="Sort by relative_macs and keep a row only when its relative_acc is higher "
-        "than the last kept row's; one front per group of --by columns.",
-    )
-    front.add_argument("tables", nargs="+", metavar="EVAL.parquet")
-    front.add_argument("--by", default="model,dataset,method",
-                       help="comma-separated columns, one front per distinct value "
-                       "(default: model,dataset,method; 'none' = one front)")
-    front.add_argument("--tolerance", type=float, default=0.005,
-                       help="accuracy drop for the printed 'MACs saved' figure (default 0.005)")
-    front.add_argument("--out", required=True, metavar="FRONT.parquet")
-    front.add_argument("--csv", metavar="FRONT.csv", help="also write the front as CSV")
-    front.set_defaults(func=run_front)
-
+    """Add ``plot`` and ``summary``."""
     plot = subparsers.add_parser(
         "plot",
         help="Pareto plot of front tables with every single exit and the original model",
@@ -67,11 +49,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     summary.set_defaults(func=run_summary)
 
 
-def _read_fronts(paths: list[Path]):
+def _read_fronts(paths: list[Path], command: str):
+    """The front tables, each with a ``warning`` column from its metadata (printed once)."""
+    import polars as pl
+
     from dyce.report.tables import read_tables
 
-    return [df for df, _ in read_tables(paths, required=("method", "relative_macs",
-                                                         "relative_acc"))]
+    fronts = []
+    for df, metadata in read_tables(paths, required=("method", "relative_macs", "relative_acc")):
+        warnings = list(dict.fromkeys(metadata.get("warnings") or []))
+        for warning in warnings:
+            print(f"dyce {command}: WARNING: {warning}", file=sys.stderr)
+        fronts.append(df.with_columns(
+            pl.lit("; ".join(warnings) or None, dtype=pl.String).alias("warning")))
+    return fronts
 
 
 def run_plot(args: argparse.Namespace) -> int:
@@ -81,7 +72,7 @@ def run_plot(args: argparse.Namespace) -> int:
     from dyce.report.plots import save_pareto_plot
     from dyce.report.tables import single_exit_points
 
-    fronts = _read_fronts(args.fronts)
+    fronts = _read_fronts(args.fronts, "plot")
     single_exits = single_exit_points(read_records(args.records), load_macs_info(args.macs_info))
     save_pareto_plot(args.out, fronts, single_exits, title=args.title, tolerance=args.tolerance)
     print(f"{args.out}: {len(fronts)} fronts, {single_exits.height - 1} single exits")
@@ -95,7 +86,7 @@ def run_summary(args: argparse.Namespace) -> int:
     from dyce.io import atomic_path
     from dyce.report.plots import summary_table
 
-    table = summary_table(_read_fronts(args.fronts), args.tolerance)
+    table = summary_table(_read_fronts(args.fronts, "summary"), args.tolerance)
     shown = ["model", "dataset", "method", "macs_saved", "relative_macs", "relative_acc"]
     if args.selected:
         from dyce.report.tables import read_tables
@@ -116,43 +107,6 @@ def run_summary(args: argparse.Namespace) -> int:
         write_html_table(table, args.html, args.caption)
     with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=40):
         print(table.select(shown))
-    return 0
-
-
-# --------------------------------------------------------------------------- front
-
-
-def run_front(args: argparse.Namespace) -> int:
-    import polars as pl
-
-    from dyce.report.tables import (
-        pareto_front,
-        read_tables,
-        summary_figures,
-        write_csv,
-        write_table,
-    )
-
-    if not (math.isfinite(args.tolerance) and 0 <= args.tolerance < 1):
-        raise DyceError(f"{args.tolerance} is not in [0, 1)", field="tolerance")
-    tables = read_tables(args.tables, required=("relative_macs", "relative_acc"))
-    by = [] if args.by.strip().lower() == "none" else [c.strip() for c in args.by.split(",")
-                                                        if c.strip()]
-    for path, (df, _) in zip(args.tables, tables, strict=True):
-        missing = [c for c in by if c not in df.columns]
-        if missing:
-            raise DyceError("column missing (used by --by)", path=path, field=missing[0])
-    table = pl.concat([df for df, _ in tables], how="diagonal_relaxed")
-    front = pareto_front(table, by=by or None)
-    metadata = dict(tables[0][1])
-    metadata.update(front_tables=[str(p) for p in args.tables], front_by=by)
-    if args.csv:
-        write_csv(front, args.csv)
-    write_table(front, args.out, metadata)
-    summary = summary_figures(front, args.tolerance, by=by)
-    for row in summary.iter_rows(named=True):
-        label = " ".join(str(row[c]) for c in by) or "all"
-        saved = row["macs_saved"]
-        figure = "no configuration" if saved is None else f"{100 * saved:.1f} % MACs saved"
-        print(f"dyce front: {label}: {figure} at ≤ {100 * args.tolerance:g} % accuracy drop")
+    for warning in table["warning"].drop_nulls().unique(maintain_order=True):
+        print(f"WARNING: {warning}")
     return 0

@@ -1,25 +1,25 @@
-"""``dyce search``: exit configurations per λ (DyCE) or per parameter (peer strategies)."""
+"""``dyce search``: exit configurations per λ (DyCE) or per parameter (peer strategies);
+``dyce merge-search``: one table from the searches of the parts of a λ grid."""
 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import warnings
 
-from dyce.cli.options import add_macs_info, add_no_progress
+from dyce.cli.options import add_macs_info, add_no_progress, warn_if_chance_level
 from dyce.errors import DyceError
 
 DYCE_METHODS = ("onepass", "circular", "samethres")
 PEER_METHODS = ("global_threshold", "msdnet", "patience")
 METHODS = DYCE_METHODS + PEER_METHODS
 
-#: Default λ sweep of the DyCE methods: 0.50, 0.51, …, 1.00.
-DEFAULT_LAMBDA_RANGE = (0.5, 1.005, 0.01)
+#: Default λ sweep of the DyCE methods: 0.50, 0.51, …, 1.00 (START, STOP, STEP; STOP included).
+DEFAULT_LAMBDA_RANGE = (0.5, 1.0, 0.01)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``search``."""
+    """Add ``search`` and ``merge-search``."""
     search = subparsers.add_parser(
         "search",
         help="search exit configurations on a record (one row per λ or strategy parameter)",
@@ -36,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     search.add_argument("--lambda", dest="lambdas", type=float, nargs="+", action="extend",
                         metavar="L", help="trade-off weight(s) λ ≥ 0 (DyCE methods)")
     search.add_argument("--lambda-range", type=float, nargs=3, metavar=("START", "STOP", "STEP"),
-                        help="λ grid START, START+STEP, … below STOP (STOP excluded; DyCE methods)")
+                        help="λ grid START, START+STEP, … up to STOP (STOP included when the grid "
+                        "reaches it; exact decimal steps; at most 10000 values; DyCE methods)")
     search.add_argument("--parameter", dest="parameters", type=float, nargs="+", action="extend",
                         metavar="V", help="sweep values of a peer strategy (threshold, q or "
                         "patience) instead of its default grid")
@@ -58,6 +59,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     search.add_argument("--out", required=True, metavar="RESULT.parquet")
     search.set_defaults(func=run_search)
 
+    parser = subparsers.add_parser(
+        "merge-search",
+        help="concatenate search tables of disjoint λ chunks into one table",
+        description="Concatenate the search tables of one model and method, each searched on "
+        "its own part of the λ grid (dyce search --lambda …), in the order given. The tables "
+        "must come from the same search (same model, dataset, method and search metadata) and "
+        "share no λ; the result is the table one search of the whole grid writes.",
+    )
+    parser.add_argument("tables", nargs="+", metavar="CHUNK.parquet")
+    parser.add_argument("--out", required=True, metavar="RESULT.parquet")
+    parser.set_defaults(func=run_merge_search)
+
+
 
 # --------------------------------------------------------------------------- search
 
@@ -65,34 +79,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def lambda_grid(lambdas: list[float] | None, lambda_range: list[float] | None) -> list[float]:
     """The λ values to search: ``--lambda`` values, then ``--lambda-range``, else the default.
 
-    Raises :class:`DyceError` (field ``lambda``) for a negative or non-finite λ or a bad range.
+    The range includes STOP when the grid reaches it (as the workflow's ``lambdas``), values are
+    exact decimals (:func:`dyce.search.lambda_grid.lambda_range`). Raises :class:`DyceError`
+    (field ``lambda`` or ``lambda-range``) for a negative or non-finite λ, a bad range or more
+    than :data:`~dyce.search.lambda_grid.MAX_LAMBDAS` values.
     """
+    from dyce.search.lambda_grid import MAX_LAMBDAS, lambda_values
+    from dyce.search.lambda_grid import lambda_range as grid
 
-    values = list(lambdas or [])
+    values = lambda_values(lambdas or [], field="lambda")
     if lambda_range is not None:
-        start, stop, step = lambda_range
-        if not all(math.isfinite(v) for v in lambda_range) or step <= 0 or stop <= start:
-            raise DyceError(f"range {start} {stop} {step} needs START < STOP and STEP > 0",
-                            field="lambda-range")
-        values += arange_values(start, stop, step)
+        values += grid(*lambda_range, field="lambda-range")
     if not values:
-        values = arange_values(*DEFAULT_LAMBDA_RANGE)
-    for value in values:
-        if not math.isfinite(value) or value < 0:
-            raise DyceError(f"λ = {value} is not a number >= 0", field="lambda")
+        values = grid(*DEFAULT_LAMBDA_RANGE)
+    if len(values) > MAX_LAMBDAS:
+        raise DyceError(f"{len(values)} λ values, more than the maximum {MAX_LAMBDAS}",
+                        field="lambda")
     return values
-
-
-def arange_values(start: float, stop: float, step: float) -> list[float]:
-    """``START, START+STEP, …`` strictly below ``STOP``, free of float noise.
-
-    Unlike ``numpy.arange(0.9, 1.05, 0.05)`` (which also yields 1.05) a value within 1e-9 steps
-    of ``STOP`` is excluded, and values are rounded to 12 decimals (1.0000000000000004 → 1.0).
-    """
-    import numpy as np
-
-    count = max(0, math.ceil((stop - start) / step - 1e-9))
-    return [float(v) for v in np.round(start + step * np.arange(count), 12)]
 
 
 def exit_type_indices(values: list[str] | None, names: tuple[str, ...], path: str) -> list[int] | None:
@@ -140,6 +143,7 @@ def run_search(args: argparse.Namespace) -> int:
               "prefer slower configurations", file=sys.stderr)
     macs = load_macs_info(args.macs_info)
     records = load_records_for(args.records, macs)
+    warned = warn_if_chance_level("search", records)
     exit_types = exit_type_indices(args.exit_types, records.exit_types, args.macs_info)
 
     if peer:
@@ -158,7 +162,7 @@ def run_search(args: argparse.Namespace) -> int:
     options = {"candidates": args.candidates} if "candidate" in table.columns else {}
     metadata = search_metadata(records, method=args.method, normalize=args.normalize,
                                calibration=args.calibration, macs_info=str(args.macs_info),
-                               **options)
+                               warnings=warned, **options)
     write_table(table, args.out, metadata)
     print(f"dyce search: {table.height} configurations → {args.out}")
     return 0
@@ -188,3 +192,34 @@ def _search_dyce_quiet(args, records, macs, lambdas, exit_types) -> list:
                                   calibration=args.calibration, progress=args.progress,
                                   exit_type=exit_type)
     return results
+
+
+# --------------------------------------------------------------------------- merge-search
+
+
+def run_merge_search(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from dyce.report.tables import SEARCH_SCHEMA, read_tables, write_table
+
+    tables = read_tables(args.tables, required=tuple(SEARCH_SCHEMA))
+    first_df, first_metadata = tables[0]
+    for path, (df, metadata) in zip(args.tables, tables, strict=True):
+        if metadata != first_metadata:
+            field = next(key for key in sorted({*metadata, *first_metadata})
+                         if metadata.get(key) != first_metadata.get(key))
+            raise DyceError(f"differs from {args.tables[0]}: not a part of the same search",
+                            path=path, field=field)
+        for column in ("model", "dataset", "method"):
+            if set(df[column].unique()) - set(first_df[column].unique()):
+                raise DyceError(f"differs from {args.tables[0]}: not a part of the same search",
+                                path=path, field=column)
+    table = pl.concat([df for df, _ in tables], how="vertical")
+    keys = [column for column in ("lambda", "exit_type", "candidate") if column in table.columns]
+    if table.select(pl.struct(keys).is_duplicated().any()).item():
+        raise DyceError("the tables share a λ: chunks of one grid must be disjoint",
+                        path=args.tables[0], field="lambda")
+    write_table(table, args.out, first_metadata)
+    print(f"dyce merge-search: {table.height} configurations from {len(tables)} tables "
+          f"→ {args.out}")
+    return 0

@@ -35,6 +35,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="testing order, from the search split only: each configuration's "
                         "loss on the search records, lowest first (default), or its relative "
                         "MACs there, most expensive first")
+    parser.add_argument("--loss", choices=("auto", "breaks", "net"), default="auto",
+                        help="what the test bounds: 'breaks', the final head's right answers the "
+                        "configuration gets wrong (tight when exits rarely fix the final head's "
+                        "mistakes); 'net', breaks minus fixes (three bounds at delta/4, delta/4, "
+                        "delta/2; better when they often do); 'auto' (default), the smaller of "
+                        "the two, each at delta/2")
     parser.add_argument("--search-records", metavar="SEARCH",
                         help="the records the tables were searched on (for --order risk; "
                         "default: the path the tables' metadata names)")
@@ -66,11 +72,12 @@ def run_select(args: argparse.Namespace) -> int:
     if args.order == "risk":
         search = load_any_records(search_records_path(args.search_records, named), macs)
         check_same_exit_table(search, records)
-        groups = {method: with_search_losses(candidates, search, macs)
+        groups = {method: with_search_losses(candidates, search, macs, args.loss)
                   for method, candidates in groups.items()}
     selections = {
         method: select_operating_point(candidates, records, macs, tolerance=tolerance,
-                                       delta=delta, bound=args.bound, order=args.order)
+                                       delta=delta, bound=args.bound, order=args.order,
+                                       loss=args.loss)
         for method, candidates in groups.items()
     }
     document = choice_document(selections, records=str(args.records),

@@ -1,5 +1,8 @@
 """Stage 2, network: backbones, taps, exit heads, the multi-exit network and its training.
 
+Importing the package is torch-free: a name loads its module (and torch) on first use.
+
+- :mod:`dyce.network.architectures`: the backbone names known without torch (small ResNets).
 - :mod:`dyce.network.models`: backbones by name, taps (torchvision feature extraction),
   ``MultiExitNetwork``, exit checkpoints.
 - :mod:`dyce.network.timm_backbones`: timm models as ``timm:NAME`` (building, taps from
@@ -11,49 +14,46 @@
 - :mod:`dyce.network.device`: device, mixed precision and data-loading workers of a run.
 """
 
-from dyce.network.device import loader_workers, resolve_device
-from dyce.network.exit_heads import (
-    ExitHead,
-    ExitType,
-    build_exit_head,
-    parse_exit_type,
-    parse_exit_types,
-)
-from dyce.network.features import (
-    FeatureCache,
-    cache_features,
-    concat_features,
-    open_feature_cache,
-)
-from dyce.network.models import (
-    DEFAULT_EXIT_TYPES,
-    MultiExitNetwork,
-    SmallResNet,
-    available_models,
-    build_backbone,
-    build_multi_exit_network,
-    default_taps,
-    graph_node_names,
-    is_known_model,
-    load_exits_checkpoint,
-    probe_tap_features,
-    read_exits_checkpoint,
-    resolve_taps,
-    save_exits_checkpoint,
-    tap_extractor,
-    validate_taps,
-)
-from dyce.network.stages import run_stages, split_stages
-from dyce.network.timm_backbones import model_transform
-from dyce.network.training import (
-    TrainResult,
-    evaluate_accuracy,
-    load_backbone,
-    prepare_exit_network,
-    save_backbone,
-    train_backbone,
-    train_exits,
-)
+#: Public name -> the submodule that defines it.
+_SUBMODULE = {
+    "available_models": "models",
+    "build_backbone": "models",
+    "build_exit_head": "exit_heads",
+    "build_multi_exit_network": "models",
+    "cache_features": "features",
+    "concat_features": "features",
+    "DEFAULT_EXIT_TYPES": "models",
+    "default_taps": "models",
+    "evaluate_accuracy": "training",
+    "ExitHead": "exit_heads",
+    "ExitType": "exit_heads",
+    "FeatureCache": "features",
+    "graph_node_names": "models",
+    "is_known_model": "models",
+    "load_backbone": "training",
+    "load_exits_checkpoint": "models",
+    "loader_workers": "device",
+    "model_transform": "timm_backbones",
+    "MultiExitNetwork": "models",
+    "open_feature_cache": "features",
+    "parse_exit_type": "exit_heads",
+    "parse_exit_types": "exit_heads",
+    "prepare_exit_network": "training",
+    "probe_tap_features": "models",
+    "read_exits_checkpoint": "models",
+    "resolve_device": "device",
+    "resolve_taps": "models",
+    "run_stages": "stages",
+    "save_backbone": "training",
+    "save_exits_checkpoint": "models",
+    "SmallResNet": "models",
+    "split_stages": "stages",
+    "tap_extractor": "models",
+    "train_backbone": "training",
+    "train_exits": "training",
+    "TrainResult": "training",
+    "validate_taps": "models",
+}
 
 __all__ = [
     "DEFAULT_EXIT_TYPES",
@@ -94,3 +94,30 @@ __all__ = [
     "train_exits",
     "validate_taps",
 ]
+
+
+def __getattr__(name: str):
+    """Load the submodule defining ``name`` on first use (import statements, not importlib,
+    so that the static import closure of ``dyce workflow-info`` sees them)."""
+    if name not in _SUBMODULE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from dyce.network import (
+        device,
+        exit_heads,
+        features,
+        models,
+        stages,
+        timm_backbones,
+        training,
+    )
+
+    modules = {
+        "device": device,
+        "exit_heads": exit_heads,
+        "features": features,
+        "models": models,
+        "stages": stages,
+        "timm_backbones": timm_backbones,
+        "training": training,
+    }
+    return getattr(modules[_SUBMODULE[name]], name)

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from dyce.errors import DyceError
 from dyce.io import atomic_path
+from dyce.network.architectures import SMALL_RESNET_BLOCKS
 from dyce.network.exit_heads import DEFAULT_EXIT_TYPES, build_exit_head, parse_exit_types
 from dyce.network.timm_backbones import (
     build_timm_backbone,
@@ -37,10 +38,8 @@ from dyce.network.timm_backbones import (
     timm_block_names,
 )
 
-SMALL_RESNET_BLOCKS: dict[str, int] = {"small_resnet8": 1, "small_resnet14": 2, "small_resnet20": 3}
-"""Small CIFAR-style ResNets: name -> BasicBlocks per stage (3 stages, widths 16, 32, 64)."""
-
-CHECKPOINT_FORMAT = "dyce.network.exit_heads"
+# Stored in every exits checkpoint file: a format name, not a module path.
+CHECKPOINT_FORMAT = "dyce.exits"
 CHECKPOINT_VERSION = 1
 SPEC_KEYS = ("model", "weights", "taps", "exit_types", "num_classes", "input_size", "in_channels")
 

@@ -2,12 +2,13 @@
 
 - :mod:`dyce.report.tables`: search/validation tables (polars), Pareto filter, single-exit
   points, savings at a tolerance.
-- :mod:`dyce.report.plots`: Pareto plots (matplotlib, Agg) and the summary table.
 - :mod:`dyce.report.html`: a table as a self-contained HTML page (for Snakemake's report).
+- :mod:`dyce.report.plots`: Pareto plots (matplotlib, Agg) and the summary table; imported
+  by its own name, not re-exported here, so that the jobs writing tables (search, evaluate,
+  front) neither load matplotlib nor rerun when the plots change.
 """
 
 from dyce.report.html import html_table, write_html_table
-from dyce.report.plots import combine_fronts, pareto_figure, save_pareto_plot, summary_table
 from dyce.report.tables import (
     config_to_json,
     evaluate_table,
@@ -24,21 +25,17 @@ from dyce.report.tables import (
 )
 
 __all__ = [
-    "combine_fronts",
     "config_to_json",
     "evaluate_table",
     "html_table",
-    "pareto_figure",
     "pareto_front",
     "parse_config",
     "read_table",
     "read_tables",
-    "save_pareto_plot",
     "savings_at_tolerance",
     "search_table",
     "single_exit_points",
     "summary_figures",
-    "summary_table",
     "write_csv",
     "write_html_table",
     "write_table",

@@ -18,9 +18,16 @@ Bernoulli(``r``) and a ``1 - delta`` upper confidence bound of its mean
 separate estimate of the final head's accuracy is needed (comparing an absolute loss rate with
 ``tolerance × accuracy`` would need one, with its own error budget).
 
+Counting the fixes (``loss="net"``, :func:`net_drop_bound`). When exits often correct the final
+head, ignoring the fixes wastes a lot: the absolute drop is ``p_b − p_f``, bounded through the
+discordance rate and the share of breaks among discordant samples (each at ``delta/4``), and
+divided by a ``delta/2`` lower bound of the final head's accuracy. The default ``"auto"`` takes the
+smaller of the two bounds, each computed at ``delta/2`` (a union bound keeps the level): close to
+the better of the two on both kinds of data, at the price of halving ``delta``.
+
 Which configuration (Learn-then-Test, fixed-sequence testing). The candidates are tested one by
-one in an order fixed *without the calibration split* — by default the same loss measured on the
-search split, lowest first (ties: the more expensive first) — each for ``H0: r > tolerance`` at
+one in an order fixed *without the calibration split* — by default the loss measured on the
+search split (the relative drop for ``net``/``auto``), lowest first (ties: the more expensive first) — each for ``H0: r > tolerance`` at
 level ``delta``, stopping at the first one not rejected. The family-wise error of the rejected set
 is then at most ``delta`` without a multiplicity correction, so *any* rule may pick among the
 rejected (passed) configurations: we take the cheapest on the calibration split. Ordering by the
@@ -54,6 +61,11 @@ from dyce.runtime.risk import BOUNDS, upper_bound
 #: Orders of the fixed sequence (both from search-split figures, never the calibration split).
 ORDERS = ("risk", "macs")
 
+#: Losses the test bounds: ``breaks`` (final head right, configuration wrong; conditional on the
+#: final head being right), ``net`` (breaks minus fixes, over the final head's accuracy) or
+#: ``auto`` (the smaller of the two bounds, each at ``delta/2``).
+LOSSES = ("auto", "breaks", "net")
+
 #: Format tag of CHOICE.json files.
 CHOICE_FORMAT = "dyce-choice"
 
@@ -84,8 +96,11 @@ class Selection:
         passed: whether a searched configuration passed (``False``: the original model).
         relative_macs, relative_acc, accuracy_drop, raw_acc: calibration-split figures of
             ``config`` (``accuracy_drop = 1 - relative_acc``).
-        loss: fraction of the final head's right calibration answers that ``config`` gets wrong.
-        bound: its ``1 - delta`` upper confidence bound (``bound_name``); ``<= tolerance``.
+        loss: ``loss_name="breaks"``: fraction of the final head's right calibration answers
+            that ``config`` gets wrong; ``"net"``: (breaks − fixes) over the final head's right
+            answers (the relative drop on calib).
+        bound: the ``1 - delta`` upper confidence bound of the relative drop it implies
+            (``bound_name``); ``<= tolerance`` when passed.
         tolerance, delta: the promise: relative accuracy drop ``<= tolerance`` with probability
             ``>= 1 - delta``.
         num_samples: calibration samples ``n``; ``num_final_correct`` of them the final head
@@ -104,6 +119,7 @@ class Selection:
     loss: float
     bound: float
     bound_name: str
+    loss_name: str
     tolerance: float
     delta: float
     num_samples: int
@@ -167,33 +183,68 @@ def testing_order(candidates: Sequence[Candidate], order: str = "risk") -> list[
 
 
 def configuration_losses(records: ExitRecords, macs: MacsInfo,
-                         configs: Sequence[list | dict]) -> np.ndarray:
-    """float64 ``(len(configs),)``: each configuration's loss on ``records`` — the fraction of
-    samples the final head gets right that the configuration gets wrong (NaN if there are none).
+                         configs: Sequence[list | dict], loss: str = "auto") -> np.ndarray:
+    """float64 ``(len(configs),)``: each configuration's loss on ``records`` (NaN when the final
+    head gets no sample right).
+
+    ``"breaks"``: the fraction of the samples the final head gets right that the configuration
+    gets wrong; ``"net"`` and ``"auto"``: (breaks − fixes) / samples the final head gets right,
+    i.e. the relative accuracy drop.
     """
     from dyce.evaluate.strategies import evaluate_any
 
+    if loss not in LOSSES:
+        raise DyceError(f"is {loss!r}; choose one of {', '.join(LOSSES)}", field="loss")
     final_correct = records.correct[-1]
-    labels = records.labels[final_correct]
+    kept = int(np.count_nonzero(final_correct))
     out = np.full(len(configs), np.nan)
-    if labels.size:
+    if kept:
         for i, config in enumerate(configs):
-            prediction = evaluate_any(records, macs, config, per_sample=True).prediction
-            out[i] = np.count_nonzero(prediction[final_correct] != labels) / labels.size
+            right = evaluate_any(records, macs, config, per_sample=True).prediction == records.labels
+            breaks = np.count_nonzero(final_correct & ~right)
+            fixes = np.count_nonzero(~final_correct & right) if loss != "breaks" else 0
+            out[i] = (breaks - fixes) / kept
     return out
 
 
 def with_search_losses(candidates: Sequence[Candidate], search_records: ExitRecords,
-                       macs: MacsInfo) -> list[Candidate]:
+                       macs: MacsInfo, loss: str = "auto") -> list[Candidate]:
     """``candidates`` with ``search_loss`` measured on ``search_records`` (the search split)."""
     from dataclasses import replace
 
-    losses = configuration_losses(search_records, macs, [c.config for c in candidates])
+    losses = configuration_losses(search_records, macs, [c.config for c in candidates], loss)
     if np.isnan(losses).any():
         raise DyceError("the final head gets no search sample right", path=search_records.source,
                         field="label")
     return [replace(c, search_loss=float(loss)) for c, loss in zip(candidates, losses,
                                                                     strict=True)]
+
+
+def _count_upper(count: int, total: int, delta: float, bound: str) -> float:
+    """``1 - delta`` upper confidence bound of a rate from ``count`` of ``total`` (1 if none)."""
+    if total == 0:
+        return 1.0
+    return upper_bound(np.arange(total) < count, delta, bound)
+
+
+def net_drop_bound(breaks: int, fixes: int, final_correct: int, num_samples: int, delta: float,
+                   bound: str = "clopper-pearson") -> float:
+    """``1 - delta`` upper confidence bound of the relative accuracy drop, fixes counted.
+
+    Per sample the absolute drop is ``+1`` (a break: final head right, configuration wrong),
+    ``-1`` (a fix) or 0, so ``drop = p_d·(2q − 1)`` with ``p_d`` the discordance rate and ``q``
+    the share of breaks among discordant samples. Upper bounds of ``p_d`` (from
+    ``breaks + fixes`` of ``num_samples``) and of ``q`` (binomial given the discordant count),
+    each at ``delta/4``, bound the drop by ``max(p_d⁺·(2q⁺ − 1), 0)``; divided by a ``delta/2``
+    lower bound of the final head's accuracy it bounds the relative drop (union bound: all
+    three hold with probability ``>= 1 - delta``).
+    """
+    discordant = breaks + fixes
+    rate = _count_upper(discordant, num_samples, delta / 4, bound)
+    share = _count_upper(breaks, discordant, delta / 4, bound)
+    final_low = 1.0 - _count_upper(num_samples - final_correct, num_samples, delta / 2, bound)
+    drop = max(rate * (2.0 * share - 1.0), 0.0)
+    return math.inf if final_low <= 0 else drop / final_low
 
 
 def select_operating_point(
@@ -205,12 +256,14 @@ def select_operating_point(
     delta: float = 0.1,
     bound: str = "clopper-pearson",
     order: str = "risk",
+    loss: str = "auto",
 ) -> Selection:
     """Cheapest candidate whose relative accuracy drop is ``<= tolerance`` w.p. ``>= 1 - delta``.
 
     ``records``: the calibration split (used by nothing else). Candidates are evaluated on it
     lazily, in :func:`testing_order`, until the first one whose bound exceeds ``tolerance``; see the
-    module docstring for the argument. Returns a :class:`Selection`.
+    module docstring for the argument (``loss="breaks"``) and :func:`net_drop_bound`
+    (``loss="net"``). Returns a :class:`Selection`.
     """
     from dyce.evaluate.strategies import evaluate_any
 
@@ -218,6 +271,8 @@ def select_operating_point(
     delta = check_level(delta, "delta")
     if bound not in BOUNDS:
         raise DyceError(f"is {bound!r}; choose one of {', '.join(BOUNDS)}", field="bound")
+    if loss not in LOSSES:
+        raise DyceError(f"is {loss!r}; choose one of {', '.join(LOSSES)}", field="loss")
     if records.num_samples == 0:
         raise DyceError("the calibration records hold no samples", path=records.source,
                         field="label")
@@ -226,18 +281,26 @@ def select_operating_point(
     if kept == 0:
         raise DyceError("the final head gets no calibration sample right: relative accuracy "
                         "is undefined", path=records.source, field="label")
-    labels = records.labels[final_correct]
     passed: list[tuple[int, Any, float, float]] = []  # (candidate, evaluation, loss, bound)
     tested = 0
     for index in testing_order(candidates, order):
         evaluation = evaluate_any(records, macs, candidates[index].config, per_sample=True)
-        losses = evaluation.prediction[final_correct] != labels
-        value = upper_bound(losses, delta, bound)
+        right = evaluation.prediction == records.labels
+        breaks = final_correct & ~right
+        fixes = int(np.count_nonzero(~final_correct & right))
+        share = delta / 2 if loss == "auto" else delta  # auto: a union bound over the two
+        value = math.inf
+        if loss in ("breaks", "auto"):
+            value = upper_bound(breaks[final_correct], share, bound)
+        if loss in ("net", "auto"):
+            value = min(value, net_drop_bound(int(np.count_nonzero(breaks)), fixes, kept,
+                                              records.num_samples, share, bound))
+        empirical = (np.count_nonzero(breaks) - (fixes if loss != "breaks" else 0)) / kept
         tested += 1
         if value > tolerance:
             break
-        passed.append((index, evaluation, float(losses.mean()), value))
-    common = dict(bound_name=bound, tolerance=tolerance, delta=delta,
+        passed.append((index, evaluation, float(empirical), value))
+    common = dict(bound_name=bound, loss_name=loss, tolerance=tolerance, delta=delta,
                   num_samples=records.num_samples, num_final_correct=kept, tested=tested,
                   candidates=len(candidates), order=order)
     if not passed:

@@ -10,9 +10,10 @@ samples, and updates the block sums by their deltas (the state is rebuilt when m
 first, so only the states on the current path are alive. λs that take the same change share
 the child, and the options at the changed position carry over (its situation is unchanged).
 
-The results are those of the round-by-round search over full situations: every λ still
-applies the single change that lowers its cost most (first position, then exit type, then
-"none" on ties) until none does.
+The results are those of the round-by-round search over full situations
+(:mod:`dyce.search.circular_reference`, which the tests compare with): every λ still applies
+the single change that lowers its cost most (first position, then exit type, then "none" on
+ties) until none does.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""Helpers of the dyce workflow: config checks, target lists, input functions, params."""
+"""Lookups of the dyce workflow: config checks, wildcard constraints, paths, input functions."""
 
-import ast
 import hashlib
 import json
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -17,26 +17,33 @@ shell.prefix(
     "set -euo pipefail; command -v dyce > /dev/null"
     f' || export PATH="{Path(sys.executable).parent}:$PATH"; '
 )
-LIBRARY = REPO / "dyce"
 DYCE_METHODS = ("onepass", "circular", "samethres")
 PEER_METHODS = ("global_threshold", "msdnet", "patience")
-# Classes and input size of the datasets whose facts are fixed (imagefolder: from the config).
-DATASET_FACTS = {
-    "digits": {"num_classes": 10, "input_size": 8, "in_channels": 1},
-    "cifar10": {"num_classes": 10, "input_size": 32, "in_channels": 3},
-    "cifar100": {"num_classes": 100, "input_size": 32, "in_channels": 3},
-    "imagefolder": {"input_size": 224, "in_channels": 3},
+# Classes and input size of each dataset kind whose facts are fixed (imagefolder: from the
+# config), and whether exit training augments its images (then a feature cache is opt-in).
+DATASET_KINDS = {
+    "digits": {
+        "num_classes": 10,
+        "input_size": 8,
+        "in_channels": 1,
+        "augmented": False,
+    },
+    "cifar10": {
+        "num_classes": 10,
+        "input_size": 32,
+        "in_channels": 3,
+        "augmented": True,
+    },
+    "cifar100": {
+        "num_classes": 100,
+        "input_size": 32,
+        "in_channels": 3,
+        "augmented": True,
+    },
+    "imagefolder": {"input_size": 224, "in_channels": 3, "augmented": True},
 }
-
-
-wildcard_constraints:
-    dataset="|".join(DATASET_FACTS),
-    model="[A-Za-z0-9][A-Za-z0-9_.-]*",
-    split="train|search|val",
-    lam="[0-9]+(\\.[0-9]+)?",
-
-
-# --------------------------------------------------------------------------- config checks
+# Keys of exit_training that choose the workflow's path rather than train-exits flags.
+FEATURE_CACHE_KEYS = ("feature_cache", "feature_dtype")
 
 
 def config_error(key, message):
@@ -44,109 +51,59 @@ def config_error(key, message):
     raise WorkflowError(f"Invalid config: {key}: {message}")
 
 
-def _small_model_names(source):
-    """Names in ``SMALL_RESNET_BLOCKS`` of dyce/network/models.py, read without importing torch."""
-    for node in ast.parse(source.read_text()).body:
-        target = (
-            getattr(node, "target", None)
-            or (getattr(node, "targets", None) or [None])[0]
-        )
-        if getattr(target, "id", None) == "SMALL_RESNET_BLOCKS":
-            return set(ast.literal_eval(node.value))
-    return set()
-
-
-def unknown_architectures(names):
-    """``(unknown, known)``: those of ``names`` that dyce.network.models cannot build, and the names it
-    can (torch is imported only for names other than the small ResNets)."""
-    source = LIBRARY / "network" / "models.py"
-    names = set(names) - (_small_model_names(source) if source.exists() else set())
-    if not names or not source.exists():
-        return [], []
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    import dyce.network.models
-
-    known = set(dyce.network.models.available_models())
-    return sorted(names - known), sorted(known)
-
-
-def check_config():
-    """Cross-key checks that the JSON schema cannot express."""
-    for model, spec in config["models"].items():
-        if spec["dataset"] not in config["datasets"]:
-            config_error(
-                f"models.{model}.dataset",
-                f"unknown dataset '{spec['dataset']}' (configured: "
-                f"{', '.join(config['datasets'])})",
-            )
-        dataset = spec["dataset"]
-        if "num_classes" not in {
-            **DATASET_FACTS[dataset],
-            **config["datasets"][dataset],
-        }:
-            config_error(f"datasets.{dataset}.num_classes", "required for this dataset")
-        if not methods(model):
-            config_error(f"models.{model}.search", "no search method or peer selected")
-        if search_setting(model, "methods") and not lambdas(model):
-            config_error(f"models.{model}.search.lambdas", "the λ range is empty")
-    for model in config["models"]:
-        if config["bundle"]["enabled"] and not bundle_methods(model):
-            config_error(f"models.{model}.search.methods", "no DyCE method to bundle")
-        for method in config["bundle"]["methods"] or []:
-            if method not in search_setting(model, "methods"):
-                config_error(
-                    "bundle.methods", f"'{method}' is not searched for model '{model}'"
-                )
-    if workflow.is_main_process:
-        unknown, known = unknown_architectures(map(architecture, config["models"]))
-        for model in config["models"]:
-            if architecture(model) in unknown:
-                config_error(
-                    f"models.{model}.architecture",
-                    f"unknown model '{architecture(model)}' (known: {', '.join(known)})",
-                )
+def one_of(names):
+    """A wildcard regex matching exactly ``names`` (none: matching nothing)."""
+    return "|".join(re.escape(name) for name in names) or "(?!)"
 
 
 # --------------------------------------------------------------------------- config lookups
 
 
-def model_spec(model):
+def get_model_spec(model):
     return config["models"][model]
 
 
-def architecture(model):
-    """The dyce model name of ``model`` (its key unless ``architecture`` is set)."""
-    return model_spec(model).get("architecture", model)
+def get_architecture(model):
+    """The dyce backbone name of ``model`` (its key unless ``architecture`` is set)."""
+    return get_model_spec(model).get("architecture", model)
 
 
-def dataset_of(model):
-    return model_spec(model)["dataset"]
+def get_dataset(model):
+    """The dataset name (a key of ``datasets``) of ``model``."""
+    return get_model_spec(model)["dataset"]
 
 
-def dataset_fact(model, key):
-    """Classes, input size or channels of the model's dataset (config overrides the table)."""
-    dataset = dataset_of(model)
-    facts = {**DATASET_FACTS[dataset], **config["datasets"][dataset]}
+def get_dataset_kind(dataset):
+    """The dyce dataset kind of a configured dataset (its ``kind``, else its name)."""
+    return config["datasets"][dataset].get("kind", dataset)
+
+
+def get_dataset_fact(model, key):
+    """Classes, input size or channels of the model's dataset (config overrides the kind)."""
+    dataset = get_dataset(model)
+    facts = {
+        **DATASET_KINDS[get_dataset_kind(dataset)],
+        **config["datasets"][dataset],
+    }
     if key == "input_size" and "image_size" in facts:
         return facts["image_size"]
     return facts[key]
 
 
-def search_setting(model, key):
+def get_search_setting(model, key):
     """A search setting of ``model``: its own ``search`` block, else the global one."""
-    return model_spec(model).get("search", {}).get(key, config["search"][key])
+    return get_model_spec(model).get("search", {}).get(key, config["search"][key])
 
 
 def format_lambda(value):
-    """λ as it appears in file names: 0.5, 0.51, 1.0."""
+    """λ as the search command gets it: 0.5, 0.51, 1.0."""
     text = f"{round(float(value), 6):.6f}".rstrip("0")
     return f"{text}0" if text.endswith(".") else text
 
 
-def lambdas(model):
-    """The λ values of ``model`` as file-name strings (range end inclusive)."""
-    grid = search_setting(model, "lambdas")
+def get_model_lambdas(model):
+    """The λ grid of ``model`` as sorted strings (a range includes its end)."""
+    grid = get_search_setting(model, "lambdas")
     if isinstance(grid, list):
         values = grid
     else:
@@ -155,15 +112,311 @@ def lambdas(model):
     return sorted({format_lambda(value) for value in values}, key=float)
 
 
-def bundle_methods(model):
+def get_lambda_chunks(model):
+    """The model's λ grid in ``search.lambda_chunks`` contiguous parts (fewer if it is short)."""
+    values = get_model_lambdas(model)
+    count = min(get_search_setting(model, "lambda_chunks"), len(values))
+    size, extra = divmod(len(values), count)
+    bounds = [i * size + min(i, extra) for i in range(count + 1)]
+    return [values[bounds[i] : bounds[i + 1]] for i in range(count)]
+
+
+def is_chunked(model):
+    """Whether ``model``'s DyCE searches run as several λ chunks."""
+    return len(get_lambda_chunks(model)) > 1
+
+
+def get_methods(model):
+    """Every searched method of ``model``: DyCE methods first, then peers."""
+    return list(get_search_setting(model, "methods")) + list(
+        get_search_setting(model, "peers")
+    )
+
+
+def get_bundle_methods(model):
     """Methods whose fronts go into the model's runtime bundle."""
-    return config["bundle"]["methods"] or list(search_setting(model, "methods"))
+    return config["bundle"]["methods"] or list(get_search_setting(model, "methods"))
 
 
-def prepare_options(wildcards):
+def get_training_flags(model, key):
+    """``models.<model>.<key>`` (backbone_training, exit_training) as command flags:
+    ``{"batch_size": 64}`` → ``--batch-size 64``."""
+    settings = get_model_spec(model).get(key, {})
+    return " ".join(
+        f"--{name.replace('_', '-')} {get_amp(value) if name == 'amp' else value}"
+        for name, value in sorted(settings.items())
+        if name not in FEATURE_CACHE_KEYS
+    )
+
+
+def get_amp(value):
+    """``amp`` as the dyce flag value (YAML reads a bare ``off`` as false)."""
+    return "off" if value is False else value
+
+
+def uses_feature_cache(model):
+    """Whether ``model``'s exits train from a feature cache of the train split."""
+    choice = get_model_spec(model).get("exit_training", {}).get("feature_cache")
+    if choice is None:
+        return not DATASET_KINDS[get_dataset_kind(get_dataset(model))]["augmented"]
+    return choice
+
+
+def get_record_shards():
+    """Shard jobs per recorded split and per feature-cache pass."""
+    return config["record"]["shards"]
+
+
+# --------------------------------------------------------------------------- facts of dyce
+
+
+def load_workflow_info(architectures):
+    """``dyce workflow-info`` of this checkout's package: each command's library files and
+    which of ``architectures`` are known backbones."""
+    command = [sys.executable, "-m", "dyce", "workflow-info"]
+    command += [f"--architecture={name}" for name in sorted(set(architectures))]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise WorkflowError(f"dyce workflow-info failed:\n{result.stderr}")
+    return json.loads(result.stdout)
+
+
+WORKFLOW_INFO = load_workflow_info(
+    get_architecture(model) for model in config["models"]
+)
+
+
+def get_library_inputs(command):
+    """Package files the job of ``dyce <command>`` runs (the import closure of its CLI
+    module and of dyce.cli), so that editing one reruns exactly the jobs that import it.
+    """
+    paths = [REPO / name for name in WORKFLOW_INFO["commands"][command]]
+    return [
+        os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)
+        for path in paths
+    ]
+
+
+# --------------------------------------------------------------------------- config checks
+
+
+def check_config():
+    """Cross-key checks that the JSON schema cannot express."""
+    for dataset, spec in config["datasets"].items():
+        if get_dataset_kind(dataset) not in DATASET_KINDS:
+            config_error(
+                f"datasets.{dataset}.kind",
+                f"required: '{dataset}' is not a dataset kind, so set kind: to one of "
+                f"{', '.join(DATASET_KINDS)}",
+            )
+    for model, spec in config["models"].items():
+        dataset = spec["dataset"]
+        if dataset not in config["datasets"]:
+            config_error(
+                f"models.{model}.dataset",
+                f"unknown dataset '{dataset}' (configured: {', '.join(config['datasets'])})",
+            )
+        kind = get_dataset_kind(dataset)
+        if "num_classes" not in {**DATASET_KINDS[kind], **config["datasets"][dataset]}:
+            config_error(f"datasets.{dataset}.num_classes", f"required for kind {kind}")
+        if not get_methods(model):
+            config_error(f"models.{model}.search", "no search method or peer selected")
+        if get_search_setting(model, "methods") and not get_model_lambdas(model):
+            config_error(f"models.{model}.search.lambdas", "the λ range is empty")
+        if config["bundle"]["enabled"] and not get_bundle_methods(model):
+            config_error(f"models.{model}.search.methods", "no DyCE method to bundle")
+        for method in config["bundle"]["methods"] or []:
+            if method not in get_search_setting(model, "methods"):
+                config_error(
+                    "bundle.methods", f"'{method}' is not searched for model '{model}'"
+                )
+        if get_architecture(model) in WORKFLOW_INFO["architectures"]["unknown"]:
+            config_error(
+                f"models.{model}.architecture",
+                f"unknown model '{get_architecture(model)}' (known: "
+                f"{', '.join(WORKFLOW_INFO['architectures']['known'])})",
+            )
+
+
+check_config()
+
+
+wildcard_constraints:
+    dataset=one_of(config["datasets"]),
+    model=one_of(config["models"]),
+    split="train|search|val",
+    chunk="[0-9]+",
+    shard="[0-9]+",
+    shards="[0-9]+",
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def get_model_dir(model):
+    return f"results/{get_dataset(model)}/{model}"
+
+
+def get_search_table(model, method):
+    """The search table of one model and method (a row per λ, or per peer parameter)."""
+    return f"{get_model_dir(model)}/search/{method}.parquet"
+
+
+def get_model_fronts(model):
+    return [
+        f"{get_model_dir(model)}/front/{method}.parquet"
+        for method in get_methods(model)
+    ]
+
+
+def get_search_targets():
+    return [
+        get_search_table(model, method)
+        for model in config["models"]
+        for method in get_methods(model)
+    ]
+
+
+def get_record_targets():
+    return [
+        f"{get_model_dir(model)}/records/{split}.parquet"
+        for model in config["models"]
+        for split in config["record"]["splits"]
+    ]
+
+
+def get_macs_targets():
+    return [f"{get_model_dir(model)}/macs_info.json" for model in config["models"]]
+
+
+def get_all_fronts():
+    return [path for model in config["models"] for path in get_model_fronts(model)]
+
+
+def get_all_targets():
+    """Everything the default pipeline produces."""
+    targets = ["results/summary.csv", *get_record_targets(), *get_macs_targets()]
+    for model in config["models"]:
+        base = get_model_dir(model)
+        targets += [f"{base}/pareto.png", f"{base}/summary.csv"]
+        targets += [f"{base}/front/{method}.csv" for method in get_methods(model)]
+        if config["bundle"]["enabled"]:
+            targets.append(f"{base}/bundle.pt")
+    return targets
+
+
+# Models whose exits train from a feature cache (and whose train records come from it).
+CACHED_MODELS = [model for model in config["models"] if uses_feature_cache(model)]
+# Models whose recording and feature caching run as shard jobs and a join, or as one job.
+SHARDED_MODELS = list(config["models"]) if get_record_shards() > 1 else []
+UNSHARDED_MODELS = [model for model in config["models"] if model not in SHARDED_MODELS]
+
+# Models whose DyCE searches run as one job per method, or as λ chunks and a merge.
+WHOLE_GRID_MODELS = [model for model in config["models"] if not is_chunked(model)]
+CHUNKED_MODELS = [model for model in config["models"] if is_chunked(model)]
+
+
+# --------------------------------------------------------------------------- input functions
+
+
+def get_fronts(wildcards):
+    return get_model_fronts(wildcards.model)
+
+
+def get_bundle_fronts(wildcards):
+    return [
+        f"{get_model_dir(wildcards.model)}/front/{method}.parquet"
+        for method in get_bundle_methods(wildcards.model)
+    ]
+
+
+def get_search_chunks(wildcards):
+    """The λ chunk tables that make up one chunked search table."""
+    count = len(get_lambda_chunks(wildcards.model))
+    base = f"{get_model_dir(wildcards.model)}/search/{wildcards.method}"
+    return [f"{base}/chunk_{index}.parquet" for index in range(count)]
+
+
+def get_record_shard_files(wildcards):
+    """The shard files that make up one sharded records file."""
+    count = get_record_shards()
+    base = f"{get_model_dir(wildcards.model)}/records/{wildcards.split}"
+    return [f"{base}.shard{index}of{count}.parquet" for index in range(1, count + 1)]
+
+
+def get_feature_shard_dirs(wildcards):
+    """The shard folders that make up one sharded feature cache."""
+    count = get_record_shards()
+    base = f"{get_model_dir(wildcards.model)}/features/{wildcards.split}"
+    return [f"{base}.shard{index}of{count}" for index in range(1, count + 1)]
+
+
+def get_feature_input(wildcards):
+    """The train split's feature cache when the model trains its exits from one."""
+    if uses_feature_cache(wildcards.model):
+        return {"features": f"{get_model_dir(wildcards.model)}/features/train"}
+    return {}
+
+
+def get_backbone_input(wildcards):
+    """The trained backbone when the model has no pretrained weights, else nothing."""
+    if get_model_spec(wildcards.model)["weights"] is None:
+        return {"backbone": f"{get_model_dir(wildcards.model)}/backbone.pt"}
+    return {}
+
+
+# --------------------------------------------------------------------------- params
+
+
+def get_lambdas(wildcards):
+    """``--lambda`` values of one search job: the model's grid, or one chunk of it."""
+    if hasattr(wildcards, "chunk"):
+        return " ".join(get_lambda_chunks(wildcards.model)[int(wildcards.chunk)])
+    return " ".join(get_model_lambdas(wildcards.model))
+
+
+def get_search_options(wildcards):
+    """Normalisation, calibration and candidate-set flags of ``dyce search`` for one model."""
+    options = []
+    if not get_search_setting(wildcards.model, "normalize"):
+        options.append("--no-normalize")
+    if get_search_setting(wildcards.model, "calibration"):
+        options.append("--calibration")
+    if wildcards.method in ("onepass", "circular"):
+        candidates = get_search_setting(wildcards.model, "candidates")
+        options.append(f"--candidates {candidates}")
+    return " ".join(options)
+
+
+def get_features_option(wildcards, input):
+    return f"--features {input.features}" if uses_feature_cache(wildcards.model) else ""
+
+
+def get_feature_dtype(wildcards):
+    spec = get_model_spec(wildcards.model).get("exit_training", {})
+    return spec.get("feature_dtype", "float32")
+
+
+def get_record_options(wildcards):
+    """Batch size and precision of ``dyce record`` and ``dyce cache-features``."""
+    record = config["record"]
+    return f"--batch-size {record['batch_size']} --amp {get_amp(record['amp'])}"
+
+
+def get_backbone_option(wildcards, input):
+    weights = get_model_spec(wildcards.model)["weights"]
+    return f"--backbone {input.backbone}" if weights is None else f"--weights {weights}"
+
+
+def get_prepare_options(wildcards):
     """Options of ``dyce prepare-data`` from ``datasets.<name>``."""
     spec = config["datasets"][wildcards.dataset]
     options = [
+        f"--dataset {get_dataset_kind(wildcards.dataset)}",
         f"--seed {spec['seed']}",
         f"--val-fraction {spec['val_fraction']}",
         f"--search-split {spec['search_split']}",
@@ -179,53 +432,56 @@ def prepare_options(wildcards):
     return " ".join(options)
 
 
-def training_flags(model, key):
-    """Training flags of ``models.<model>.<key>`` (backbone_training or exit_training)."""
-    return cli_flags(model_spec(model).get(key, {}))
-
-
-def cli_flags(settings):
-    """``{"batch_size": 64}`` → ``--batch-size 64`` (training flags of the dyce commands)."""
-    return " ".join(
-        f"--{key.replace('_', '-')} {value}" for key, value in sorted(settings.items())
-    )
-
-
-# --------------------------------------------------------------------------- provenance
-
-
-def _settings(model, stage):
+def _stage_settings(model, stage):
     """The config a stage's output depends on, upstream stages included."""
-    spec = model_spec(model)
+    spec = get_model_spec(model)
     if stage == "data":
-        return config["datasets"][dataset_of(model)]
+        return config["datasets"][get_dataset(model)]
     if stage == "backbone":
         return {
-            "data": _settings(model, "data"),
-            "architecture": architecture(model),
+            "data": _stage_settings(model, "data"),
+            "architecture": get_architecture(model),
             "weights": spec["weights"],
             "training": spec.get("backbone_training", {}),
         }
+    if stage == "features":
+        return {
+            "backbone": _stage_settings(model, "backbone"),
+            "taps": spec["taps"],
+            "dtype": spec.get("exit_training", {}).get("feature_dtype", "float32"),
+            "batch_size": config["record"]["batch_size"],
+            "amp": get_amp(config["record"]["amp"]),
+        }
     if stage == "exits":
         return {
-            "backbone": _settings(model, "backbone"),
+            "backbone": _stage_settings(model, "backbone"),
             "taps": spec["taps"],
             "exit_types": spec["exit_types"],
             "training": spec.get("exit_training", {}),
+            "features": (
+                _stage_settings(model, "features")
+                if uses_feature_cache(model)
+                else None
+            ),
         }
     if stage == "records":
-        return {"exits": _settings(model, "exits"), "topk": config["record"]["topk"]}
+        return {
+            "exits": _stage_settings(model, "exits"),
+            "topk": config["record"]["topk"],
+            "batch_size": config["record"]["batch_size"],
+            "amp": get_amp(config["record"]["amp"]),
+        }
     if stage == "search":
         return {
-            "records": _settings(model, "records"),
-            "normalize": search_setting(model, "normalize"),
-            "calibration": search_setting(model, "calibration"),
-            "candidates": search_setting(model, "candidates"),
+            "records": _stage_settings(model, "records"),
+            "normalize": get_search_setting(model, "normalize"),
+            "calibration": get_search_setting(model, "calibration"),
+            "candidates": get_search_setting(model, "candidates"),
         }
     raise ValueError(f"unknown stage {stage}")
 
 
-def provenance(stage):
+def get_upstream_digest(stage):
     """A param function: digest of the config behind a stage's output, upstream included.
 
     Snakemake's params trigger then reruns a stage whenever anything upstream of it changed,
@@ -234,150 +490,7 @@ def provenance(stage):
     """
 
     def digest(wildcards):
-        text = json.dumps(_settings(wildcards.model, stage), sort_keys=True)
+        text = json.dumps(_stage_settings(wildcards.model, stage), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     return digest
-
-
-# --------------------------------------------------------------------------- library sources
-
-
-def _command_modules():
-    """Map each dyce subcommand to the CLI module that defines it."""
-    commands = {}
-    for path in sorted((LIBRARY / "cli").glob("*.py")):
-        for name in re.findall(
-            r"add_parser\(\s*[\"']([a-z0-9-]+)[\"']", path.read_text()
-        ):
-            commands[name] = path
-    return commands
-
-
-COMMAND_MODULES = _command_modules()
-
-
-def library(command, *modules):
-    """Library files a stage's output depends on: its CLI module and the given modules
-    (paths below ``dyce/`` without ``.py``, e.g. ``network/models``).
-
-    Declared as inputs, so a change to one of them reruns exactly the stages that use it.
-    Modules not (yet) present are left out.
-    """
-    paths = [LIBRARY / f"{name}.py" for name in ("errors", "io", *modules)]
-    if command in COMMAND_MODULES:
-        paths.append(COMMAND_MODULES[command])
-    return sorted(
-        {
-            os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)
-            for path in paths
-            if path.exists()
-        }
-    )
-
-
-# --------------------------------------------------------------------------- paths
-
-
-def model_dir(model):
-    return f"results/{dataset_of(model)}/{model}"
-
-
-def backbone_input(wildcards):
-    """The trained backbone when the model has no pretrained weights, else nothing."""
-    if model_spec(wildcards.model)["weights"] is None:
-        return {"backbone": f"{model_dir(wildcards.model)}/backbone.pt"}
-    return {}
-
-
-def backbone_option(wildcards, input):
-    if model_spec(wildcards.model)["weights"] is None:
-        return f"--backbone {input.backbone}"
-    return f"--weights {model_spec(wildcards.model)['weights']}"
-
-
-def search_outputs(model, method):
-    """Search tables of one model and method: one per λ, or one sweep for a peer strategy."""
-    base = f"{model_dir(model)}/search/{method}"
-    if method in DYCE_METHODS:
-        return [f"{base}/lambda_{lam}.parquet" for lam in lambdas(model)]
-    return [f"{base}/sweep.parquet"]
-
-
-def methods(model):
-    """Every searched method of ``model``: DyCE methods first, then peers."""
-    return list(search_setting(model, "methods")) + list(search_setting(model, "peers"))
-
-
-def search_results(wildcards):
-    return search_outputs(wildcards.model, wildcards.method)
-
-
-def model_fronts(model):
-    return [f"{model_dir(model)}/front/{method}.parquet" for method in methods(model)]
-
-
-def fronts(wildcards):
-    return model_fronts(wildcards.model)
-
-
-def all_fronts():
-    return [path for model in config["models"] for path in model_fronts(model)]
-
-
-def bundle_fronts(wildcards):
-    return [
-        f"{model_dir(wildcards.model)}/front/{method}.parquet"
-        for method in bundle_methods(wildcards.model)
-    ]
-
-
-def search_options(wildcards):
-    """Normalisation, calibration and candidate-set flags of ``dyce search`` for one model."""
-    options = []
-    if not search_setting(wildcards.model, "normalize"):
-        options.append("--no-normalize")
-    if search_setting(wildcards.model, "calibration"):
-        options.append("--calibration")
-    if wildcards.method in ("onepass", "circular"):
-        options.append(f"--candidates {search_setting(wildcards.model, 'candidates')}")
-    return " ".join(options)
-
-
-# --------------------------------------------------------------------------- targets
-
-
-def record_targets():
-    return [
-        f"{model_dir(model)}/records/{split}.parquet"
-        for model in config["models"]
-        for split in config["record"]["splits"]
-    ]
-
-
-def macs_targets():
-    return [f"{model_dir(model)}/macs_info.json" for model in config["models"]]
-
-
-def search_targets():
-    return [
-        path
-        for model in config["models"]
-        for method in methods(model)
-        for path in search_outputs(model, method)
-    ]
-
-
-def all_targets():
-    """Everything the default pipeline produces."""
-    targets = ["results/summary.csv", *record_targets(), *macs_targets()]
-    for model in config["models"]:
-        base = model_dir(model)
-        targets += [f"{base}/pareto.png", f"{base}/summary.csv"]
-        targets += [f"{base}/front/{method}.csv" for method in methods(model)]
-        if config["bundle"]["enabled"]:
-            targets.append(f"{base}/bundle.pt")
-    return targets
-
-
-check_config()

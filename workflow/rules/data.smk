@@ -1,6 +1,6 @@
 rule prepare_data:
     input:
-        library("prepare-data", "data/splits"),
+        get_library_inputs("prepare-data"),
     output:
         "results/{dataset}/splits.json",
     log:
@@ -14,7 +14,6 @@ rule prepare_data:
         mem_mb=2000,
         runtime=30,
     params:
-        options=prepare_options,
+        options=get_prepare_options,
     shell:
-        "dyce prepare-data --dataset {wildcards.dataset} {params.options} --out {output}"
-        " > {log} 2>&1"
+        "dyce prepare-data {params.options} --out {output}" " > {log} 2>&1"

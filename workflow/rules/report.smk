@@ -1,14 +1,7 @@
 rule plot:
     input:
-        library(
-            "plot",
-            "records/format",
-            "macs/info",
-            "evaluate/exact",
-            "report/tables",
-            "report/plots",
-        ),
-        fronts=fronts,
+        get_library_inputs("plot"),
+        fronts=get_fronts,
         records="results/{dataset}/{model}/records/val.parquet",
         macs="results/{dataset}/{model}/macs_info.json",
     output:
@@ -29,7 +22,7 @@ rule plot:
         mem_mb=2000,
         runtime=10,
     params:
-        upstream=provenance("search"),
+        upstream=get_upstream_digest("search"),
         title=lambda wildcards: f"{wildcards.model} on {wildcards.dataset} (validation)",
         tolerance=config["summary"]["tolerance"],
     shell:
@@ -40,8 +33,8 @@ rule plot:
 
 rule model_summary:
     input:
-        library("summary", "report/tables", "report/plots", "report/html"),
-        fronts=fronts,
+        get_library_inputs("summary"),
+        fronts=get_fronts,
     output:
         csv="results/{dataset}/{model}/summary.csv",
         html=report(
@@ -61,7 +54,7 @@ rule model_summary:
         mem_mb=1000,
         runtime=10,
     params:
-        upstream=provenance("search"),
+        upstream=get_upstream_digest("search"),
         tolerance=config["summary"]["tolerance"],
         caption=lambda wildcards: f"{wildcards.model} on {wildcards.dataset}",
     shell:
@@ -71,8 +64,8 @@ rule model_summary:
 
 rule summary:
     input:
-        library("summary", "report/tables", "report/plots", "report/html"),
-        fronts=all_fronts(),
+        get_library_inputs("summary"),
+        fronts=get_all_fronts(),
     output:
         csv="results/summary.csv",
         html=report(

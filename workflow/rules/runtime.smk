@@ -1,16 +1,8 @@
 rule bundle:
     input:
-        library(
-            "bundle",
-            "network/models",
-            "network/exit_heads",
-            "network/stages",
-            "runtime/inference",
-            "report/tables",
-            "macs/info",
-        ),
+        get_library_inputs("bundle"),
         exits="results/{dataset}/{model}/exits.pt",
-        fronts=bundle_fronts,
+        fronts=get_bundle_fronts,
         macs="results/{dataset}/{model}/macs_info.json",
     output:
         "results/{dataset}/{model}/bundle.pt",
@@ -25,7 +17,7 @@ rule bundle:
         mem_mb=2000,
         runtime=10,
     params:
-        upstream=provenance("search"),
+        upstream=get_upstream_digest("search"),
     shell:
         "dyce bundle --exits {input.exits} --front {input.fronts} --macs-info {input.macs}"
         " --out {output} > {log} 2>&1"

@@ -1,68 +1,101 @@
-rule search_lambda:
+rule search_dyce:
     input:
-        library(
-            "search",
-            "records/format",
-            "macs/info",
-            "evaluate/exact",
-            "search/cost",
-            "search/cuts",
-            "search/context",
-            "search/calibrated",
-            "search/curves",
-            "search/fates",
-            "search/onepass",
-            "search/circular",
-            "search/circular_reference",
-            "search/methods",
-            "search/candidates",
-            "report/tables",
-        ),
+        get_library_inputs("search"),
         records="results/{dataset}/{model}/records/search.parquet",
         macs="results/{dataset}/{model}/macs_info.json",
     output:
-        "results/{dataset}/{model}/search/{method}/lambda_{lam}.parquet",
+        "results/{dataset}/{model}/search/{method}.parquet",
     log:
-        "logs/search/{dataset}/{model}/{method}/lambda_{lam}.log",
+        "logs/search/{dataset}/{model}/{method}.log",
     benchmark:
-        "results/benchmarks/search/{dataset}/{model}/{method}/lambda_{lam}.tsv"
+        "results/benchmarks/search/{dataset}/{model}/{method}.tsv"
     wildcard_constraints:
-        method="|".join(DYCE_METHODS),
+        model=one_of(WHOLE_GRID_MODELS),
+        method=one_of(DYCE_METHODS),
     conda:
         "../envs/dyce.yaml"
     threads: 1
     resources:
         mem_mb=2000,
-        runtime=30,
+        runtime=60,
     params:
-        upstream=provenance("records"),
-        options=search_options,
+        upstream=get_upstream_digest("records"),
+        lambdas=get_lambdas,
+        options=get_search_options,
     shell:
         "dyce search {input.records} --macs-info {input.macs} --method {wildcards.method}"
-        " --lambda {wildcards.lam} {params.options} --model {wildcards.model}"
+        " --lambda {params.lambdas} {params.options} --model {wildcards.model}"
         " --dataset {wildcards.dataset} --no-progress --out {output} > {log} 2>&1"
+
+
+rule search_chunk:
+    input:
+        get_library_inputs("search"),
+        records="results/{dataset}/{model}/records/search.parquet",
+        macs="results/{dataset}/{model}/macs_info.json",
+    output:
+        temp("results/{dataset}/{model}/search/{method}/chunk_{chunk}.parquet"),
+    log:
+        "logs/search/{dataset}/{model}/{method}/chunk_{chunk}.log",
+    benchmark:
+        "results/benchmarks/search_chunk/{dataset}/{model}/{method}/chunk_{chunk}.tsv"
+    wildcard_constraints:
+        model=one_of(CHUNKED_MODELS),
+        method=one_of(DYCE_METHODS),
+    conda:
+        "../envs/dyce.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    params:
+        upstream=get_upstream_digest("records"),
+        lambdas=get_lambdas,
+        options=get_search_options,
+    shell:
+        "dyce search {input.records} --macs-info {input.macs} --method {wildcards.method}"
+        " --lambda {params.lambdas} {params.options} --model {wildcards.model}"
+        " --dataset {wildcards.dataset} --no-progress --out {output} > {log} 2>&1"
+
+
+rule search_merge:
+    input:
+        get_library_inputs("merge-search"),
+        chunks=get_search_chunks,
+    output:
+        "results/{dataset}/{model}/search/{method}.parquet",
+    log:
+        "logs/search/{dataset}/{model}/{method}.log",
+    benchmark:
+        "results/benchmarks/search/{dataset}/{model}/{method}.tsv"
+    wildcard_constraints:
+        model=one_of(CHUNKED_MODELS),
+        method=one_of(DYCE_METHODS),
+    conda:
+        "../envs/dyce.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        upstream=get_upstream_digest("records"),
+    shell:
+        "dyce merge-search {input.chunks} --out {output} > {log} 2>&1"
 
 
 rule search_peer:
     input:
-        library(
-            "search",
-            "records/format",
-            "macs/info",
-            "evaluate/exact",
-            "evaluate/strategies",
-            "report/tables",
-        ),
+        get_library_inputs("search"),
         records="results/{dataset}/{model}/records/search.parquet",
         macs="results/{dataset}/{model}/macs_info.json",
     output:
-        "results/{dataset}/{model}/search/{method}/sweep.parquet",
+        "results/{dataset}/{model}/search/{method}.parquet",
     log:
-        "logs/search/{dataset}/{model}/{method}/sweep.log",
+        "logs/search/{dataset}/{model}/{method}.log",
     benchmark:
-        "results/benchmarks/search/{dataset}/{model}/{method}/sweep.tsv"
+        "results/benchmarks/search/{dataset}/{model}/{method}.tsv"
     wildcard_constraints:
-        method="|".join(PEER_METHODS),
+        method=one_of(PEER_METHODS),
     conda:
         "../envs/dyce.yaml"
     threads: 1
@@ -70,7 +103,7 @@ rule search_peer:
         mem_mb=2000,
         runtime=30,
     params:
-        upstream=provenance("records"),
+        upstream=get_upstream_digest("records"),
     shell:
         "dyce search {input.records} --macs-info {input.macs} --method {wildcards.method}"
         " --model {wildcards.model} --dataset {wildcards.dataset} --no-progress"
@@ -79,15 +112,8 @@ rule search_peer:
 
 rule evaluate:
     input:
-        library(
-            "evaluate",
-            "records/format",
-            "macs/info",
-            "evaluate/exact",
-            "evaluate/strategies",
-            "report/tables",
-        ),
-        results=search_results,
+        get_library_inputs("evaluate"),
+        results="results/{dataset}/{model}/search/{method}.parquet",
         records="results/{dataset}/{model}/records/val.parquet",
         macs="results/{dataset}/{model}/macs_info.json",
     output:
@@ -103,7 +129,7 @@ rule evaluate:
         mem_mb=2000,
         runtime=30,
     params:
-        upstream=provenance("search"),
+        upstream=get_upstream_digest("search"),
     shell:
         "dyce evaluate {input.results} --records {input.records} --macs-info {input.macs}"
         " --out {output} > {log} 2>&1"
@@ -111,7 +137,7 @@ rule evaluate:
 
 rule front:
     input:
-        library("front", "report/tables"),
+        get_library_inputs("front"),
         table="results/{dataset}/{model}/eval/{method}.parquet",
     output:
         table="results/{dataset}/{model}/front/{method}.parquet",
@@ -127,6 +153,6 @@ rule front:
         mem_mb=1000,
         runtime=10,
     params:
-        upstream=provenance("search"),
+        upstream=get_upstream_digest("search"),
     shell:
         "dyce front {input.table} --out {output.table} --csv {output.csv} > {log} 2>&1"

@@ -1,13 +1,13 @@
 rule records:
     input:
-        record_targets(),
+        get_record_targets(),
 
 
 rule macs:
     input:
-        macs_targets(),
+        get_macs_targets(),
 
 
 rule search:
     input:
-        search_targets(),
+        get_search_targets(),
