@@ -54,9 +54,9 @@ def slurm_cluster():
 
 
 def slurm_config(dest: Path) -> str:
-    """The tiny config reduced to its model ``b`` (one DyCE method, one peer strategy)."""
+    """The tiny config (two models, all six methods) over 251 values of λ."""
     config = yaml.safe_load((REPO / "config" / "test" / "tiny.yaml").read_text())
-    config["models"] = {"b": config["models"]["b"]}
+    config["search"]["lambdas"] = {"start": 0.5, "stop": 1.0, "step": 0.002}
     path = dest / "config" / "test" / "slurm.yaml"
     path.write_text(yaml.safe_dump(config))
     return str(path.relative_to(dest))
@@ -231,11 +231,15 @@ def test_slurm_run_submits_what_was_declared_and_equals_a_local_run(slurm_cluste
             assert int(call["--mem"]) == overrides["mem_mb"], call
             assert int(call["-t"]) == overrides["runtime"], call
 
-    for table in ("results/summary.csv", "results/digits/b/summary.csv"):
+    for table in ("results/summary.csv", *(f"results/digits/{m}/summary.csv" for m in "ab")):
         assert pl.read_csv(slurm_dir / table).equals(pl.read_csv(local_dir / table)), table
-    for front in sorted((local_dir / "results/digits/b/front").glob("*.parquet")):
+    fronts = sorted((local_dir / "results/digits").glob("*/front/*.parquet"))
+    assert len(fronts) == 7
+    for front in fronts:
         other = slurm_dir / front.relative_to(local_dir)
-        assert pl.read_parquet(other).equals(pl.read_parquet(front)), front.name
+        assert pl.read_parquet(other).equals(pl.read_parquet(front)), front
+    searched = pl.read_parquet(slurm_dir / "results/digits/a/search/circular.parquet")
+    assert searched["lambda"].n_unique() == 251  # the whole grid, searched in one job
     # Every job wrote its benchmark file on the cluster, as locally.
     benchmarks = sorted(p.relative_to(slurm_dir / "results/benchmarks")
                         for p in (slurm_dir / "results/benchmarks").rglob("*.tsv"))
