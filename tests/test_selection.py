@@ -324,3 +324,16 @@ def test_summary_shows_both_views(files, tmp_path):
         assert row["selected_macs_saved"] == pytest.approx(mine["macs_saved"])
         assert row["selected_accuracy_drop"] == pytest.approx(mine["accuracy_drop"])
         assert row["selected_met_tolerance"] == mine["met_tolerance"]
+
+
+def test_select_accepts_tables_whose_model_column_was_renamed(files, tmp_path):
+    """The workflow names tables after the config's model key (dyce search --model), which
+    differs from the architecture the records name; provenance comes from the search records."""
+    renamed = tmp_path / "renamed.parquet"
+    assert main(["search", files["search"], "--macs-info", files["macs"], "--method",
+                 "onepass", "--lambda", "0.9", "--model", "my_key", "--no-progress",
+                 "--out", str(renamed)]) == 0
+    out = tmp_path / "choice.json"
+    assert main(["select", str(renamed), "--records", files["calib"], "--macs-info",
+                 files["macs"], "--tolerance", "0.05", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["onepass"]["search_row"]["model"] == "my_key"

@@ -364,8 +364,8 @@ def candidates_by_method(
     """The configurations of search tables, grouped by their ``method`` column.
 
     ``tables``: ``(path, polars DataFrame, metadata)`` as :func:`dyce.results.read_table` gives.
-    Every table must be of the model, dataset and exit table of ``records`` (the calibration
-    split), which must not be the split the table was searched on. Raises :class:`DyceError`
+    Every table must have been searched on records of the model, dataset and exit table of
+    ``records`` (the calibration split), which must not be the split it was searched on. Raises :class:`DyceError`
     naming the table and the field otherwise.
     """
     from dyce.report.tables import parse_config
@@ -394,12 +394,18 @@ def _check_provenance(path: str, df: Any, metadata: dict, records: ExitRecords) 
     if classes is not None and classes != records.num_classes:
         raise DyceError(f"searched on {classes} classes, but {records.source} have "
                         f"{records.num_classes}", path=path, field="num_classes")
+    # The records the table was searched on name their model and dataset (the table's own
+    # model/dataset columns may be renamed with dyce search --model/--dataset).
     for name in ("model", "dataset"):
-        ours = getattr(records, name)
-        theirs = sorted({v for v in df.get_column(name).to_list() if v}) if name in df.columns else []
-        if ours and theirs and theirs != [ours]:
-            raise DyceError(f"searched for {name} {', '.join(theirs)}, but the calibration "
+        ours, theirs = getattr(records, name), metadata.get(f"search_{name}")
+        if ours and theirs and theirs != ours:
+            raise DyceError(f"searched on records of {name} {theirs}, but the calibration "
                             f"records {records.source} are of {ours}", path=path, field=name)
+    names = metadata.get("position_names")
+    if names is not None and list(names) != list(records.position_names):
+        raise DyceError(f"searched on records with positions {list(names)}, but "
+                        f"{records.source} have {list(records.position_names)}", path=path,
+                        field="position_names")
     searched_on = metadata.get("search_records")
     same_file = searched_on is not None and records.source is not None and (
         _same_path(searched_on, records.source))
