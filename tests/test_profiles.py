@@ -19,7 +19,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 CLUSTER_PROFILES = ("profiles/slurm", "profiles/slurm-cpu")
-GPU_RULES = ("train_backbone", "train_exits", "record")
+GPU_RULES = ("train_backbone", "train_exits", "record", "record_shard", "record_from_features",
+             "cache_features", "cache_features_shard")
 
 pytestmark = pytest.mark.xdist_group("workflow")
 
@@ -68,6 +69,7 @@ def test_cpu_profile_is_the_gpu_profile_without_gpus():
     assert any(gpu["set-resources"][rule].get("gpu") for rule in GPU_RULES)
     for rule in GPU_RULES:
         gpu["set-resources"][rule].pop("gpu", None)
+    assert set(gpu.pop("set-threads")) <= set(GPU_RULES)  # data-loading CPUs beside the GPU
     assert cpu == gpu
     assert not any("gpu" in resources for resources in cpu["set-resources"].values())
 

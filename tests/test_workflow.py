@@ -339,10 +339,19 @@ def test_killed_job_leaves_nothing_accepted_and_is_redone(base, tmp_path, tiny):
 def test_every_rule_declares_exactly_the_import_closure_of_its_command(config_only):
     """A job's declared dyce files are the static import closure of its command's CLI module
     and of dyce.cli: nothing listed by hand, nothing missing, nothing else."""
-    config = write_config(config_only, "closure",
-                          lambda c: c["models"]["a"].update(search={"lambda_chunks": 2}))
-    result = snakemake(config_only, "--dry-run", "--printshellcmds", config=config)
-    jobs = parse_job_details(result.stdout + result.stderr)
+    def chunked(config):
+        config["models"]["a"].update(search={"lambda_chunks": 2})
+        config["record"]["splits"] = ["train", "search", "val"]
+
+    def sharded(config):
+        chunked(config)
+        config["record"]["shards"] = 3
+
+    jobs = []
+    for name, change in (("closure", chunked), ("closure_sharded", sharded)):
+        config = write_config(config_only, name, change)
+        result = snakemake(config_only, "--dry-run", "--printshellcmds", config=config)
+        jobs += parse_job_details(result.stdout + result.stderr)
     for job in jobs:
         declared = {name for name in job["inputs"] if name.startswith("dyce/")}
         expected = library_closure(config_only, job["shell"])
@@ -452,9 +461,11 @@ def test_lambda_chunks_split_the_grid_into_that_many_jobs_and_a_merge(config_onl
 @pytest.mark.parametrize(
     ("target", "rules"),
     [
-        ("records", {"prepare_data", "train_backbone", "train_exits", "record"}),
+        ("records", {"prepare_data", "train_backbone", "cache_features", "train_exits",
+                     "record"}),
         ("macs", {"macs_analysis"}),
-        ("search", {"prepare_data", "train_backbone", "train_exits", "record", "macs_analysis",
+        ("search", {"prepare_data", "train_backbone", "cache_features", "train_exits", "record",
+                    "macs_analysis",
                     "search_dyce", "search_peer"}),
     ],
 )
@@ -463,3 +474,65 @@ def test_named_targets_plan_only_what_they_need(config_only, target, rules):
     jobs = parse_jobs(result.stdout + result.stderr)
     assert {rule for rule, _ in jobs} == rules
     assert {model_of(output) for _, output in jobs} >= {"a", "b"}
+
+
+def test_digits_exits_train_from_a_feature_cache_unless_switched_off(config_only):
+    def change(config):
+        config["models"]["b"]["exit_training"]["feature_cache"] = False
+        config["record"]["splits"] = ["train", "search", "val"]
+
+    result = snakemake(config_only, "--dry-run", "--printshellcmds",
+                       config=write_config(config_only, "cache", change))
+    output = result.stdout + result.stderr
+    jobs = parse_jobs(output)
+    assert [out for rule, out in jobs if rule == "cache_features"] == [
+        "results/digits/a/features/train"]
+    assert [out for rule, out in jobs if rule == "record_from_features"] == [
+        "results/digits/a/records/train.parquet"]
+    assert "results/digits/b/records/train.parquet" in [
+        out for rule, out in jobs if rule == "record"]
+    trainings = {re.search(r"--out results/digits/(\w)/exits.pt", line).group(1): line
+                 for line in re.findall(r"dyce train-exits [^\n]*", output)}
+    assert "--features results/digits/a/features/train" in trainings["a"]
+    assert "--features" not in trainings["b"] and "feature" not in trainings["b"]
+
+
+def test_record_shards_plan_batch_aligned_shard_jobs_and_a_join(config_only):
+    def change(config):
+        config["record"].update(shards=3, batch_size=64)
+
+    result = snakemake(config_only, "--dry-run", "--printshellcmds",
+                       config=write_config(config_only, "shards", change))
+    output = result.stdout + result.stderr
+    jobs = parse_jobs(output)
+    counts = by_rule(jobs)
+    # 2 models x 2 recorded splits, 3 shards each; each model's cache pass in 3 shards too
+    assert counts["record_shard"] == 12 and counts["concat_records"] == 4
+    assert counts["cache_features_shard"] == 6 and counts["concat_features"] == 2
+    assert "record" not in counts and "cache_features" not in counts
+    assert re.search(r"dyce concat-records results/digits/a/records/val.shard1of3.parquet "
+                     r"results/digits/a/records/val.shard2of3.parquet "
+                     r"results/digits/a/records/val.shard3of3.parquet "
+                     r"--out results/digits/a/records/val.parquet", output)
+    assert len(re.findall(r"--batch-size 64 --amp off --shard [123]/3", output)) == 18
+
+
+@pytest.mark.slow
+def test_sharded_recording_gives_the_files_of_one_job(base, tmp_path):
+    """The base run's records, recorded again as 3 shard jobs per split and joined."""
+    import shutil
+
+    workdir = tmp_path / "repo"
+    shutil.copytree(base["dir"], workdir, symlinks=True)
+    records = sorted((workdir / "results" / "digits").glob("*/records/*.parquet"))
+    one_job = {path: path.read_bytes() for path in records}
+    for path in records:
+        path.unlink()
+    config = write_config(workdir, "sharded", lambda c: c["record"].update(shards=3))
+    result = snakemake(workdir, "records", config=config)
+    counts = by_rule(parse_jobs(result.stdout + result.stderr))
+    assert counts["record_shard"] == 3 * len(records)
+    assert counts["concat_records"] == len(records) and "record" not in counts
+    for path, content in one_job.items():
+        assert path.read_bytes() == content, path
+    assert not list((workdir / "results" / "digits").glob("*/records/*shard*"))  # temp()

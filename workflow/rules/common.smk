@@ -20,14 +20,36 @@ shell.prefix(
 DYCE_METHODS = ("onepass", "circular", "samethres")
 PEER_METHODS = ("global_threshold", "msdnet", "patience")
 # Classes and input size of each dataset kind whose facts are fixed (imagefolder: from the
-# config).
+# config), and whether exit training augments its images (then a feature cache is opt-in).
 DATASET_KINDS = {
-    "digits": {"num_classes": 10, "input_size": 8, "in_channels": 1},
-    "digits_deformed": {"num_classes": 10, "input_size": 8, "in_channels": 1},
-    "cifar10": {"num_classes": 10, "input_size": 32, "in_channels": 3},
-    "cifar100": {"num_classes": 100, "input_size": 32, "in_channels": 3},
-    "imagefolder": {"input_size": 224, "in_channels": 3},
+    "digits": {
+        "num_classes": 10,
+        "input_size": 8,
+        "in_channels": 1,
+        "augmented": False,
+    },
+    "digits_deformed": {
+        "num_classes": 10,
+        "input_size": 8,
+        "in_channels": 1,
+        "augmented": False,
+    },
+    "cifar10": {
+        "num_classes": 10,
+        "input_size": 32,
+        "in_channels": 3,
+        "augmented": True,
+    },
+    "cifar100": {
+        "num_classes": 100,
+        "input_size": 32,
+        "in_channels": 3,
+        "augmented": True,
+    },
+    "imagefolder": {"input_size": 224, "in_channels": 3, "augmented": True},
 }
+# Keys of exit_training that choose the workflow's path rather than train-exits flags.
+FEATURE_CACHE_KEYS = ("feature_cache", "feature_dtype")
 
 
 def config_error(key, message):
@@ -127,9 +149,28 @@ def get_training_flags(model, key):
     ``{"batch_size": 64}`` → ``--batch-size 64``."""
     settings = get_model_spec(model).get(key, {})
     return " ".join(
-        f"--{name.replace('_', '-')} {value}"
+        f"--{name.replace('_', '-')} {get_amp(value) if name == 'amp' else value}"
         for name, value in sorted(settings.items())
+        if name not in FEATURE_CACHE_KEYS
     )
+
+
+def get_amp(value):
+    """``amp`` as the dyce flag value (YAML reads a bare ``off`` as false)."""
+    return "off" if value is False else value
+
+
+def uses_feature_cache(model):
+    """Whether ``model``'s exits train from a feature cache of the train split."""
+    choice = get_model_spec(model).get("exit_training", {}).get("feature_cache")
+    if choice is None:
+        return not DATASET_KINDS[get_dataset_kind(get_dataset(model))]["augmented"]
+    return choice
+
+
+def get_record_shards():
+    """Shard jobs per recorded split and per feature-cache pass."""
+    return config["record"]["shards"]
 
 
 # --------------------------------------------------------------------------- facts of dyce
@@ -215,6 +256,8 @@ wildcard_constraints:
     model=one_of(config["models"]),
     split="train|search|calib|val",
     chunk="[0-9]+",
+    shard="[0-9]+",
+    shards="[0-9]+",
 
 
 # --------------------------------------------------------------------------- paths
@@ -284,6 +327,12 @@ def get_all_targets():
     return targets
 
 
+# Models whose exits train from a feature cache (and whose train records come from it).
+CACHED_MODELS = [model for model in config["models"] if uses_feature_cache(model)]
+# Models whose recording and feature caching run as shard jobs and a join, or as one job.
+SHARDED_MODELS = list(config["models"]) if get_record_shards() > 1 else []
+UNSHARDED_MODELS = [model for model in config["models"] if model not in SHARDED_MODELS]
+
 # Models whose DyCE searches run as one job per method, or as λ chunks and a merge.
 WHOLE_GRID_MODELS = [model for model in config["models"] if not is_chunked(model)]
 CHUNKED_MODELS = [model for model in config["models"] if is_chunked(model)]
@@ -351,6 +400,27 @@ def get_search_chunks(wildcards):
     return [f"{base}/chunk_{index}.parquet" for index in range(count)]
 
 
+def get_record_shard_files(wildcards):
+    """The shard files that make up one sharded records file."""
+    count = get_record_shards()
+    base = f"{get_model_dir(wildcards.model)}/records/{wildcards.split}"
+    return [f"{base}.shard{index}of{count}.parquet" for index in range(1, count + 1)]
+
+
+def get_feature_shard_dirs(wildcards):
+    """The shard folders that make up one sharded feature cache."""
+    count = get_record_shards()
+    base = f"{get_model_dir(wildcards.model)}/features/{wildcards.split}"
+    return [f"{base}.shard{index}of{count}" for index in range(1, count + 1)]
+
+
+def get_feature_input(wildcards):
+    """The train split's feature cache when the model trains its exits from one."""
+    if uses_feature_cache(wildcards.model):
+        return {"features": f"{get_model_dir(wildcards.model)}/features/train"}
+    return {}
+
+
 def get_backbone_input(wildcards):
     """The trained backbone when the model has no pretrained weights, else nothing."""
     if get_model_spec(wildcards.model)["weights"] is None:
@@ -379,6 +449,21 @@ def get_search_options(wildcards):
         candidates = get_search_setting(wildcards.model, "candidates")
         options.append(f"--candidates {candidates}")
     return " ".join(options)
+
+
+def get_features_option(wildcards, input):
+    return f"--features {input.features}" if uses_feature_cache(wildcards.model) else ""
+
+
+def get_feature_dtype(wildcards):
+    spec = get_model_spec(wildcards.model).get("exit_training", {})
+    return spec.get("feature_dtype", "float32")
+
+
+def get_record_options(wildcards):
+    """Batch size and precision of ``dyce record`` and ``dyce cache-features``."""
+    record = config["record"]
+    return f"--batch-size {record['batch_size']} --amp {get_amp(record['amp'])}"
 
 
 def get_backbone_option(wildcards, input):
@@ -422,17 +507,32 @@ def _stage_settings(model, stage):
             "weights": spec["weights"],
             "training": spec.get("backbone_training", {}),
         }
+    if stage == "features":
+        return {
+            "backbone": _stage_settings(model, "backbone"),
+            "taps": spec["taps"],
+            "dtype": spec.get("exit_training", {}).get("feature_dtype", "float32"),
+            "batch_size": config["record"]["batch_size"],
+            "amp": get_amp(config["record"]["amp"]),
+        }
     if stage == "exits":
         return {
             "backbone": _stage_settings(model, "backbone"),
             "taps": spec["taps"],
             "exit_types": spec["exit_types"],
             "training": spec.get("exit_training", {}),
+            "features": (
+                _stage_settings(model, "features")
+                if uses_feature_cache(model)
+                else None
+            ),
         }
     if stage == "records":
         return {
             "exits": _stage_settings(model, "exits"),
             "topk": config["record"]["topk"],
+            "batch_size": config["record"]["batch_size"],
+            "amp": get_amp(config["record"]["amp"]),
         }
     if stage == "search":
         return {
