@@ -61,6 +61,7 @@ def _brute_force_selection(candidates, records, macs, tolerance, delta, loss):
         if bound > tolerance:
             break
         passed.append((evaluation.relative_macs, -evaluation.relative_acc, len(passed), i, bound))
+    passed = [item for item in passed if item[0] < 1.0]  # else the original model is cheaper
     if not passed:
         return original_config(records.num_positions), False, 0.0, tested
     *_, i, bound = min(passed)

@@ -93,7 +93,8 @@ class Selection:
     Attributes:
         config: ``[[exit_type or -1, threshold], …]`` per candidate position (or a patience
             setting); the original model ``[[-1, 1.0], …]`` when nothing passed.
-        passed: whether a searched configuration passed (``False``: the original model).
+        passed: whether a searched configuration cheaper than the original model passed
+            (``False``: the original model).
         relative_macs, relative_acc, accuracy_drop, raw_acc: calibration-split figures of
             ``config`` (``accuracy_drop = 1 - relative_acc``).
         loss: ``loss_name="breaks"``: fraction of the final head's right calibration answers
@@ -303,6 +304,9 @@ def select_operating_point(
     common = dict(bound_name=bound, loss_name=loss, tolerance=tolerance, delta=delta,
                   num_samples=records.num_samples, num_final_correct=kept, tested=tested,
                   candidates=len(candidates), order=order)
+    # The original model (relative MACs 1, loss 0) is always valid: a passed configuration is
+    # only worth choosing when it is cheaper.
+    passed = [item for item in passed if item[1].relative_macs < 1.0]
     if not passed:
         return Selection(config=original_config(records.num_positions), passed=False,
                          relative_macs=1.0, relative_acc=1.0, accuracy_drop=0.0,
