@@ -338,3 +338,20 @@ def test_select_accepts_tables_whose_model_column_was_renamed(files, tmp_path):
     assert main(["select", str(renamed), "--records", files["calib"], "--macs-info",
                  files["macs"], "--tolerance", "0.05", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["onepass"]["search_row"]["model"] == "my_key"
+
+
+def test_the_original_model_keeps_the_tables_model_name(files, tmp_path):
+    renamed = tmp_path / "renamed.parquet"
+    assert main(["search", files["search"], "--macs-info", files["macs"], "--method",
+                 "onepass", "--lambda", "0.9", "--model", "my_key", "--no-progress",
+                 "--out", str(renamed)]) == 0
+    choice, checked = tmp_path / "choice.json", tmp_path / "checked.parquet"
+    assert main(["select", str(renamed), "--records", files["calib"], "--macs-info",
+                 files["macs"], "--tolerance", "0.0001", "--delta", "0.01",
+                 "--out", str(choice)]) == 0
+    assert json.loads(choice.read_text())["onepass"]["passed"] is False
+    assert main(["evaluate", str(choice), "--records", files["val"], "--macs-info",
+                 files["macs"], "--no-progress", "--out", str(checked)]) == 0
+    import polars as pl
+
+    assert pl.read_parquet(checked)["model"].to_list() == ["my_key"]  # joins the summary

@@ -447,8 +447,8 @@ def choice_table(choice: dict[str, dict[str, Any]]) -> Any:
         row = {name: None for name in SEARCH_SCHEMA}
         row.update({key: val for key, val in (value.get("search_row") or {}).items()
                     if key in SEARCH_SCHEMA})
-        row.update(model=row["model"] or source.get("model") or "",
-                   dataset=row["dataset"] or source.get("dataset") or "",
+        row.update(model=row["model"] or value.get("model") or source.get("model") or "",
+                   dataset=row["dataset"] or value.get("dataset") or source.get("dataset") or "",
                    method=method, config=config_to_json(value["config"]))
         row.update(tolerance=float(value["tolerance"]), delta=float(value["delta"]),
                    passed=bool(value["passed"]))
