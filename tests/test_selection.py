@@ -293,7 +293,7 @@ def test_search_losses_equal_brute_force(seed, num_samples, configs):
 
 
 def test_select_orders_by_cost_without_search_records(files, tmp_path):
-    by_risk, by_macs = tmp_path / "risk.json", tmp_path / "macs.json"
+    by_risk, by_macs = tmp_path / "risk.json", tmp_path / "by_macs.json"
     assert _select(files, by_risk, "--tolerance", "0.02") == 0
     assert _select(files, by_macs, "--tolerance", "0.02", "--order", "macs",
                    "--search-records", "/nonexistent.parquet") == 0
