@@ -529,7 +529,7 @@ def test_sharded_recording_gives_the_files_of_one_job(base, tmp_path):
     for path in records:
         path.unlink()
     config = write_config(workdir, "sharded", lambda c: c["record"].update(shards=3))
-    result = snakemake(workdir, "records", config=config)
+    result = snakemake(workdir, "--printshellcmds", "records", config=config)
     counts = by_rule(parse_jobs(result.stdout + result.stderr))
     assert counts["record_shard"] == 3 * len(records)
     assert counts["concat_records"] == len(records) and "record" not in counts
