@@ -174,21 +174,20 @@ def search_tables(records, macs, lambdas) -> dict:
 
 
 def risk_choice(table, calib, macs, tolerance: float, delta: float):
-    """The configuration ``dyce select`` picks on ``calib`` among the method's front on the
-    search figures (None: nothing passed, the original model).
+    """The configuration ``dyce select``'s risk control picks on ``calib`` among the method's
+    distinct configurations (None: nothing passed, the original model).
 
-    :func:`dyce.runtime.selection.select_operating_point` (Learn-then-Test, Clopper–Pearson
-    bound of the error rate on the samples the final head gets right, which bounds the
-    relative drop), testing from the most to the least expensive front row
-    (``order="macs"``: the front's accuracy falls with its MACs, so this is also the order of
-    rising risk, and it needs no search-split losses).
+    :func:`dyce.runtime.selection.select_operating_point`: Learn-then-Test with a
+    Clopper–Pearson bound of the error rate on the samples the final head gets right (which
+    bounds the relative drop), testing from the most to the least expensive configuration on
+    the search figures (``order="macs"``; it needs no per-sample pass over the search split
+    for every candidate, which ``order="risk"`` does).
     """
-    from dyce.report.tables import pareto_front
     from dyce.runtime.selection import Candidate, select_operating_point
 
-    front = pareto_front(table, macs_column="relative_macs_tr", acc_column="relative_acc_tr")
+    distinct = table.unique(subset="config", keep="first", maintain_order=True)
     candidates = [Candidate(json.loads(row["config"]), float(row["relative_macs_tr"]), row)
-                  for row in front.iter_rows(named=True)]
+                  for row in distinct.iter_rows(named=True)]
     choice = select_operating_point(candidates, calib, macs, tolerance=tolerance, delta=delta,
                                     order="macs")
     return choice.config if choice.passed else None

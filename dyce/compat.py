@@ -16,11 +16,11 @@ without pickle, and its figures equal a per-sample brute force.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-import warnings
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
 from dyce.errors import DyceError
@@ -28,14 +28,16 @@ from dyce.macs.info import MacsInfo, load_macs_info
 from dyce.records.recorder import OutputRecorder
 from dyce.report.tables import (
     SEED_COLUMNS,
-    check_exit_table,
+    chance_level_warning,
     evaluate_table,
     pareto_front,
+    read_table,
     search_metadata,
     search_table,
     write_csv,
     write_table,
 )
+from dyce.search.lambda_grid import lambda_range
 
 __all__ = ["OutputRecorder", "search_and_eval"]
 
@@ -63,13 +65,16 @@ def search_and_eval(
         sim_index: name of this run (default ``save_name`` is ``f"{sim_index}_{method}"``).
         macs_info: path of the ``macs_info`` JSON file, or the dictionary.
         train_record_path, val_record_path: ``.npz`` records of ``OutputRecorder`` (or Parquet).
-        search_range, search_step: λ grid ``numpy.arange(*search_range, search_step)``.
+        search_range, search_step: λ grid ``start, start + step, …`` below ``stop`` (the rule of
+            ``numpy.arange``, in exact decimal steps: the default ends at exactly 1.0).
         save_dir, save_name: where the CSV (and Parquet) files go.
         method: ``"onepass"``, ``"circular"`` or ``"samethres"``.
         calibration: conservative per-exit accuracy during the search (small data sets).
         device: accepted for compatibility and ignored (no torch is used).
-        refresh: recompute even when ``{save_dir}/{save_name}.csv`` exists; otherwise an existing
-            result is read back instead of searching again.
+        refresh: recompute even when a saved result exists. Otherwise a saved result is read
+            back instead of searching again only when it was computed from the same inputs
+            (both records' bytes, the macs_info, method, calibration, candidates and λ grid)
+            and reads back whole; anything else is searched again.
         candidates: ``"dense"`` (default): onepass and circular also write each searched
             configuration's neighbours (:mod:`dyce.search.candidates`), named in a
             ``candidate`` column after ``lambda``; ``"searched"``: one row per λ, as the
@@ -84,14 +89,18 @@ def search_and_eval(
     if method not in SEED_METHODS:
         raise DyceError(f"unknown method {method!r}; choose from {', '.join(SEED_METHODS)}",
                         field="method")
+    if not isinstance(search_range, (list, tuple)) or len(search_range) != 2:
+        raise DyceError(f"{search_range!r} is not [start, stop]", field="search_range")
+    # numpy.arange's rule (stop excluded), with exact decimal steps: [0.5, 1.01] ends at 1.0.
+    lambdas = lambda_range(search_range[0], search_range[1], search_step, include_stop=False,
+                           field="search_range/search_step")
+    if not lambdas:
+        raise DyceError(f"{search_range} with step {search_step} holds no λ", field="search_range")
     if save_name is None:
         save_name = f"{sim_index}_{method}"
     save_dir = Path(save_dir)
     front_csv = save_dir / f"{save_name}.csv"
     all_csv = save_dir / "unfiltered" / f"{save_name}.csv"
-    if not refresh and front_csv.exists():
-        print(f"{front_csv} exists, skip (refresh=True recomputes it)")
-        return pl.read_csv(front_csv)
 
     from dyce.records.npz import load_any_records
     from dyce.search.candidates import check_candidate_set, search_candidates
@@ -99,23 +108,29 @@ def search_and_eval(
     check_candidate_set(candidates)
 
     macs = load_macs_info(macs_info)
+    key = cache_key(macs, train_record_path, val_record_path, method=method,
+                    calibration=calibration, candidates=candidates, lambdas=lambdas)
+    if not refresh:
+        cached = read_cached_front(front_csv, key)
+        if cached is not None:
+            print(f"{front_csv} holds this search's result, skip (refresh=True recomputes it)")
+            return cached
     train = load_any_records(train_record_path, macs)
-    lambdas = [float(lam) for lam in np.arange(*search_range, search_step)]
+    # The val record is read and checked against the macs_info before the search, not after it.
+    val = load_any_records(val_record_path, macs)
+    for records in (train, val):
+        warning = chance_level_warning(records)
+        if warning is not None:
+            print(f"[{sim_index}] WARNING: {warning}")
     print(f"[{sim_index}] searching {len(lambdas)} λ with {method} on {train_record_path}")
-    with warnings.catch_warnings():
-        if max(lambdas, default=0.0) <= 1 + 1e-9:
-            # np.arange(0.5, 1.01, 0.01) ends at 1.0000000000000004: not a λ above 1 in intent.
-            warnings.filterwarnings("ignore", message="lambda above 1", category=UserWarning)
-        results = search_candidates(train, macs, method, lambdas, candidates=candidates,
-                                    normalize=True, calibration=calibration)
+    results = search_candidates(train, macs, method, lambdas, candidates=candidates,
+                                normalize=True, calibration=calibration)
     searched = search_table(results, method=method, model=train.model, dataset=train.dataset)
 
-    val = load_any_records(val_record_path, macs)
     options = {"candidates": candidates} if "candidate" in searched.columns else {}
     metadata = search_metadata(train, method=method, normalize=True, calibration=calibration,
                                sim_index=sim_index, evaluation_records=str(val_record_path),
-                               **options)
-    check_exit_table(metadata, val, val_record_path)
+                               cache_key=key, **options)
     print(f"[{sim_index}] evaluating on {val_record_path}")
     evaluated = evaluate_table(searched, val, macs)
     columns = [*SEED_COLUMNS, *(["candidate"] if "candidate" in evaluated.columns else [])]
@@ -127,3 +142,55 @@ def search_and_eval(
         write_csv(table, csv_path)
     print(f"[{sim_index}] saved {front_csv} ({front.height} of {unfiltered.height} configurations)")
     return front
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (hex)."""
+    where = Path(path)
+    if not where.is_file():
+        raise DyceError("file not found", path=where)
+    digest = hashlib.sha256()
+    with open(where, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_key(macs: MacsInfo, train_record_path: str | os.PathLike,
+              val_record_path: str | os.PathLike, **settings: object) -> str:
+    """What a saved result depends on: both records' bytes, the macs_info's content and the
+    search settings (method, calibration, λ grid), as one SHA-256."""
+    description = {
+        "train": file_digest(train_record_path),
+        "val": file_digest(val_record_path),
+        "macs_info": macs.raw,
+        **settings,
+        "version": 1,
+    }
+    return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()
+
+
+def read_cached_front(front_csv: Path, key: str) -> pl.DataFrame | None:
+    """The saved front when it exists, was computed from the same inputs (``key``) and reads
+    back whole (its Parquet copy with finite figures, and a CSV with the same rows); else None,
+    with a line saying why, so that the search runs again."""
+    parquet = front_csv.with_suffix(".parquet")
+    if not front_csv.exists():
+        return None
+    reason = None
+    try:
+        table, metadata = read_table(parquet)
+        if metadata.get("cache_key") != key:
+            reason = "was computed from other records, macs_info or settings"
+        elif list(table.columns)[:len(SEED_COLUMNS)] != list(SEED_COLUMNS) or table.height == 0:
+            reason = "is not a complete search result"
+        else:
+            csv = pl.read_csv(front_csv)
+            if list(csv.columns) != list(table.columns) or csv.height != table.height:
+                reason = "CSV does not match its Parquet copy"
+    except (DyceError, pl.exceptions.PolarsError, OSError) as error:
+        reason = f"cannot be read back ({error})"
+    if reason is not None:
+        print(f"{front_csv} {reason}; searching again")
+        return None
+    return table

@@ -171,14 +171,15 @@ def test_searched_mode_writes_exactly_the_original_table(cli_files, method):
     assert main(["search", str(tmp / "search.parquet"), "--macs-info", str(tmp / "macs.json"),
                  "--method", method, "--lambda-range", "0.5", "1.0", "0.05",
                  "--candidates", "searched", "--no-progress", "--out", str(out)]) == 0
-    # What `dyce search` wrote before candidates existed: search_configs → one row per λ.
-    lambdas = [float(v) for v in np.round(0.5 + 0.05 * np.arange(10), 12)]
+    # What `dyce search` wrote before candidates existed: search_configs → one row per λ
+    # (the range includes STOP when the grid reaches it).
+    lambdas = [float(v) for v in np.round(0.5 + 0.05 * np.arange(11), 12)]
     train = read_records(tmp / "search.parquet")
     results = search_configs(train, str(tmp / "macs.json"), method, lambdas, progress=False)
     expected = tmp / "expected.parquet"
     write_table(search_table(results, method=method, model="net", dataset="toy"), expected,
                 search_metadata(train, method=method, normalize=True, calibration=False,
-                                macs_info=str(tmp / "macs.json")))
+                                macs_info=str(tmp / "macs.json"), warnings=[]))
     assert out.read_bytes() == expected.read_bytes()
 
 

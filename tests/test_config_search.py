@@ -75,7 +75,7 @@ def test_search_and_eval_as_in_the_readme(seed_setup, tmp_path):
         assert json.loads(row["exit_ratio"]) == pytest.approx(list(on_val.exit_ratio))
 
 
-def test_existing_result_is_reused_unless_refresh(seed_setup, tmp_path):
+def test_existing_result_is_reused_unless_refresh(seed_setup, tmp_path, monkeypatch):
     _, _, macs_info = seed_setup
     macs_path = tmp_path / "macs.json"
     macs_path.write_text(json.dumps(macs_info))
@@ -84,12 +84,19 @@ def test_existing_result_is_reused_unless_refresh(seed_setup, tmp_path):
                   save_dir="results", method="samethres", device="cpu")
     first = search_and_eval(**kwargs)
     assert (tmp_path / "results" / "run_samethres.csv").exists()
-    (tmp_path / "train.npz").unlink()
-    # Not refreshed: the saved front is read back, the (now missing) record is not touched.
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("searched again")
+
+    # Same inputs, not refreshed: the saved front is read back without searching.
+    monkeypatch.setattr("dyce.search.candidates.search_candidates", no_search)
     again = search_and_eval(**kwargs)
     assert again["relative_macs"].to_list() == first["relative_macs"].to_list()
-    with pytest.raises(DyceError, match="train.npz"):
+    with pytest.raises(AssertionError, match="searched again"):
         search_and_eval(**kwargs, refresh=True)
+    (tmp_path / "train.npz").unlink()
+    with pytest.raises(DyceError, match="train.npz"):
+        search_and_eval(**kwargs)
 
 
 def test_unknown_method_is_an_error(seed_setup):

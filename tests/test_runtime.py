@@ -20,7 +20,7 @@ from dyce.macs.info import load_macs_info
 from dyce.network.models import MultiExitNetwork, build_backbone, save_exits_checkpoint
 from dyce.records.format import read_records
 from dyce.records.recording import record_split
-from dyce.report.tables import evaluate_table, pareto_front, search_table, write_table
+from dyce.report.tables import evaluate_table, pareto_front, read_table, search_table, write_table
 from dyce.runtime.inference import EarlyExitRuntime, build_bundle, load_bundle
 from dyce.search import search_configs
 
@@ -103,6 +103,7 @@ def setup(tmp_path_factory, one_torch_thread) -> dict:
                               progress=False)
     table = evaluate_table(search_table(searched, method="onepass"), records["val"], macs)
     write_table(pareto_front(table), folder / "front_onepass.parquet")
+    write_table(table, folder / "searched_onepass.parquet")  # every λ, for set_lambda
     # Front 3: varied per-position configurations by hand, tagged with a λ.
     configs = _mixed_configs(search, np.random.default_rng(1), 6)
     rows = []
@@ -120,7 +121,8 @@ def setup(tmp_path_factory, one_torch_thread) -> dict:
     fronts = [folder / f"front_{name}.parquet"
               for name in ("global", "onepass", "handmade", "patience")]
     summary = build_bundle(folder / "exits.pt", fronts, folder / "macs.json",
-                           folder / "bundle.pt")
+                           folder / "bundle.pt",
+                           searched_tables=[folder / "searched_onepass.parquet"])
     (folder / "splits.json").write_text(json.dumps(splits))
     val = load_split(splits, "val")
     images = torch.stack([val[i][0] for i in range(len(val))])
@@ -242,16 +244,24 @@ def test_front_with_a_config_of_the_wrong_length_is_rejected(setup, tmp_path):
 def test_budget_picks_the_most_accurate_affordable_configuration(setup):
     runtime = setup["runtime"]
     front = runtime.front
-    for budget in sorted({e.relative_macs for e in front}):
+    for budget in sorted({e.relative_macs for e in front if e.relative_macs < 1.0}):
         chosen = runtime.set_budget(budget)
         affordable = [e for e in front if e.relative_macs <= budget]
         assert chosen.relative_macs <= budget
-        original = [1.0] if budget >= 1.0 else []
-        assert chosen.relative_acc == max(original + [e.relative_acc for e in affordable])
+        assert chosen.relative_acc == max(e.relative_acc for e in affordable)
     cheapest = min(front, key=lambda e: e.relative_macs)
     with pytest.raises(DyceError, match=rf"below the cheapest.*#{cheapest.index}"):
         runtime.set_budget(cheapest.relative_macs - 1e-6)
-    assert runtime.set_budget(1.0).relative_acc >= 1.0
+
+
+@pytest.mark.parametrize("budget", [1.0, 1.5])
+def test_a_full_budget_is_the_original_model_even_with_an_as_accurate_configuration(setup,
+                                                                                    budget):
+    runtime = setup["runtime"]
+    as_accurate = [e for e in runtime.front if e.relative_acc >= 1.0 and e.relative_macs < 1.0]
+    assert as_accurate, "the fixture should hold a configuration as accurate as the original"
+    assert runtime.set_budget(budget).method == "original"
+    assert runtime.current.enabled_positions == []
 
 
 def test_full_budget_runs_the_plain_backbone_without_stages(setup):
@@ -299,16 +309,46 @@ def test_switching_takes_effect_from_the_next_call_only(setup):
     assert torch.all(after.exit_position == runtime.num_positions - 1)
 
 
-def test_lambda_selects_the_nearest_searched_lambda(setup):
+def test_lambda_runs_the_configuration_searched_for_it(setup):
+    runtime = setup["runtime"]
+    searched = read_table(setup["folder"] / "searched_onepass.parquet")[0]
+    front_lambdas = {e.lambda_value for e in runtime.front if e.method == "onepass"}
+    assert set(searched["lambda"]) - front_lambdas, "some λ should be filtered off the front"
+    for row in searched.iter_rows(named=True):
+        chosen = runtime.set_lambda(row["lambda"], method="onepass")
+        assert chosen.lambda_value == row["lambda"]
+        assert chosen.as_config() == json.loads(row["config"])
+    assert runtime.set_lambda(0.905, method="onepass").lambda_value == 0.9  # nearest searched
+
+
+def test_lambda_without_a_searched_table_accepts_front_rows_only(setup):
     runtime = setup["runtime"]
     lambdas = sorted(e.lambda_value for e in runtime.front if e.method == "handmade")
-    chosen = runtime.set_lambda(lambdas[2] + 0.01, method="handmade")
+    chosen = runtime.set_lambda(lambdas[2], method="handmade")
     assert chosen.lambda_value == lambdas[2] and chosen.method == "handmade"
     assert runtime.current is chosen
-    with pytest.raises(DyceError, match="handmade, onepass; choose a method"):
-        runtime.set_lambda(0.7)
+    with pytest.raises(DyceError, match="not a row of the bundle's front"):
+        runtime.set_lambda(lambdas[2] + 0.01, method="handmade")
     with pytest.raises(DyceError, match="no λ configuration of msdnet"):
         runtime.set_lambda(0.7, method="msdnet")
+    for bad in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(DyceError, match="lambda"):
+            runtime.set_lambda(bad, method="handmade")
+
+
+def test_bundle_refuses_tables_of_another_network(setup, tmp_path):
+    folder = setup["folder"]
+    table, metadata = read_table(folder / "searched_onepass.parquet")
+    write_table(table, tmp_path / "other.parquet", {**metadata, "records_model": "resnet18"})
+    with pytest.raises(DyceError, match="records_model.*resnet18.*small_resnet14"):
+        build_bundle(folder / "exits.pt", [tmp_path / "other.parquet"], folder / "macs.json",
+                     tmp_path / "b.pt")
+    write_table(table.with_columns(pl.lit("a").alias("model")), tmp_path / "a.parquet")
+    write_table(table.with_columns(pl.lit("b").alias("model")), tmp_path / "b.parquet")
+    with pytest.raises(DyceError, match="different models: a .*; b "):
+        build_bundle(folder / "exits.pt", [tmp_path / "a.parquet", tmp_path / "b.parquet"],
+                     folder / "macs.json", tmp_path / "b.pt")
+    assert not (tmp_path / "b.pt").exists()
 
 
 def _brute_force_risk(front, calibration, macs, tolerance, delta, search_losses=None):
@@ -330,6 +370,7 @@ def _brute_force_risk(front, calibration, macs, tolerance, delta, search_losses=
             break
         evaluation = evaluate_any(calibration, macs, front[i].as_config())
         passed.append((evaluation.relative_macs, -evaluation.relative_acc, len(passed), i))
+    passed = [item for item in passed if item[0] < 1.0]  # else the original model is cheaper
     return min(passed)[-1] if passed else None
 
 
@@ -424,6 +465,7 @@ def test_cli_bundle_and_predict_on_a_split_report_the_evaluated_figures(setup, t
                       "--split", "val", "--budget", str(budget), "--batch-size", "50",
                       "--device", "cpu", "--out", str(tmp_path / "p.parquet")]) == 0
     printed = capsys.readouterr().out
+    assert "with data loading" in printed and "inference alone" in printed
     expected = evaluate_config(records, setup["macs"], entry.config, per_sample=True)
     assert f"accuracy: {expected.raw_acc:.4f}" in printed
     assert f"mean relative MACs: {expected.relative_macs:.4f}" in printed
@@ -462,3 +504,24 @@ def test_cli_predict_errors_are_one_line_with_status_2(setup, capsys):
     assert "holds no calibration records" in capsys.readouterr().err
     assert dyce_main([*base, "--budget", "0.0"]) == 2
     assert "below the cheapest configuration" in capsys.readouterr().err
+    assert dyce_main([*base, "--lambda", "nan", "--method", "onepass"]) == 2
+    assert "field 'lambda'" in capsys.readouterr().err
+
+
+def test_lambda_runs_the_searched_row_not_a_candidate_neighbour(setup, tmp_path):
+    from dyce.search.candidates import search_candidates
+
+    folder, records = setup["folder"], setup["records"]
+    results = search_candidates(records["search"], setup["macs"], "onepass", [0.8, 0.95],
+                                candidates="dense")
+    table = evaluate_table(search_table(results, method="onepass"), records["val"],
+                           setup["macs"])
+    assert table.filter(pl.col("candidate") != "searched").height > 0
+    write_table(table, tmp_path / "dense.parquet")
+    build_bundle(folder / "exits.pt", setup["fronts"], folder / "macs.json", tmp_path / "b.pt",
+                 searched_tables=[tmp_path / "dense.parquet"])
+    runtime = EarlyExitRuntime.load(tmp_path / "b.pt", device="cpu")
+    assert len(runtime.searched) == 2
+    for row in table.filter(pl.col("candidate") == "searched").iter_rows(named=True):
+        chosen = runtime.set_lambda(row["lambda"], method="onepass")
+        assert chosen.as_config() == json.loads(row["config"])

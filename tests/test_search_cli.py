@@ -130,8 +130,8 @@ def test_lambda_above_one_warns_but_runs(files, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "warning" in err and "1.2" in err
     table, _ = read_table(out)
-    # STOP is excluded even where numpy.arange's float steps would reach it.
-    assert table["lambda"].to_list() == [1.2, 0.9, 0.95, 1.0]
+    # STOP is included when the grid reaches it (as the workflow's lambdas), in exact steps.
+    assert table["lambda"].to_list() == [1.2, 0.9, 0.95, 1.0, 1.05]
     assert table["config"].to_list()[1] == json.dumps([[0, 0.9]] * 3)
 
 

@@ -23,7 +23,7 @@ from dyce.evaluate.strategies import (
     run_strategy,
 )
 from dyce.records.format import ExitRecords
-from tests.synthetic import make_synthetic_macs, make_synthetic_records
+from tests.synthetic import exit_type_names, make_synthetic_macs, make_synthetic_records
 
 # --------------------------------------------------------------------------- brute force
 
@@ -87,7 +87,7 @@ def records_from(classes: np.ndarray, confs: np.ndarray, labels: np.ndarray, num
         labels=labels.astype(np.int64),
         preds=classes.astype(np.int16)[:, :, None],
         confs=confs.astype(np.float32)[:, :, None],
-        exit_types=tuple(f"exit{k}" for k in range(num_types)),
+        exit_types=exit_type_names(num_types),
         num_positions=(classes.shape[0] - 1) // num_types + 1,
         num_classes=num_classes,
     )

@@ -195,3 +195,21 @@ def test_cli_refuses_mismatched_backbones_and_unknown_models(
     assert main(["train-backbone", "--data", str(data), "--model", "nope", "--out",
                  str(tmp_path / "backbone.pt")]) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["splits.json"]
+
+
+def test_cli_training_with_a_fixed_thread_count_is_bit_identical_and_recorded(
+    splits, backbone_file, tmp_path
+):
+    data = tmp_path / "splits.json"
+    assert main(["prepare-data", "--dataset", "digits", "--seed", "0", "--out", str(data)]) == 0
+    payloads = []
+    for run in ("a", "b"):
+        out = tmp_path / f"exits_{run}.pt"
+        assert main(["train-exits", "--data", str(data), "--model", MODEL, "--backbone",
+                     str(backbone_file[0]), "--exit-types", EXIT_TYPES, "--epochs", "1",
+                     "--cpus", "1", "--device", "cpu", "--out", str(out)]) == 0
+        payloads.append(torch.load(out, map_location="cpu", weights_only=True))
+    assert _same_state(payloads[0]["exits"], payloads[1]["exits"])
+    assert payloads[0]["extra"]["training"]["threads"] == 1
+    assert main(["train-exits", "--data", str(data), "--model", MODEL, "--backbone",
+                 str(backbone_file[0]), "--cpus", "0", "--out", str(tmp_path / "x.pt")]) == 2

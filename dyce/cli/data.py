@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dyce.cli.options import add_out
+from dyce.cli.options import add_out, print_split_warnings
 
 SEARCH_SPLITS = ("heldout", "train")
 
@@ -65,6 +65,7 @@ def _prepare_data(args: argparse.Namespace) -> int:
         image_size=args.image_size, copies=args.copies,
     )
     write_json(args.out, splits)
+    print_split_warnings("prepare-data", splits)
     sizes = ", ".join(f"{name} {len(indices)}" for name, indices in splits["splits"].items())
     print(f"{args.out}: {splits['dataset']} ({splits['num_classes']} classes, "
           f"{splits['image_size']} px): {sizes}")

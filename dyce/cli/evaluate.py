@@ -4,9 +4,9 @@ the Pareto front of the evaluated ones."""
 from __future__ import annotations
 
 import argparse
-import math
+import sys
 
-from dyce.cli.options import add_macs_info, add_no_progress
+from dyce.cli.options import add_macs_info, add_no_progress, warn_if_chance_level
 from dyce.errors import DyceError
 
 
@@ -67,6 +67,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
               else read_tables([path], required=tuple(SEARCH_SCHEMA))[0] for path in args.results]
     macs = load_macs_info(args.macs_info)
     records = load_any_records(args.records, macs)
+    warned = warn_if_chance_level("evaluate", records)
     evaluated = []
     for path, (df, metadata) in zip(args.results, tables, strict=True):
         check_exit_table(metadata, records, path)
@@ -79,7 +80,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     metadata = dict(tables[0][1])
     metadata.update(evaluation_records=str(args.records), evaluation_split=records.split,
                     evaluation_num_samples=records.num_samples,
-                    search_tables=[str(p) for p in args.results])
+                    search_tables=[str(p) for p in args.results],
+                    warnings=list(dict.fromkeys([*metadata.get("warnings", []), *warned])))
     write_table(table, args.out, metadata)
     print(f"dyce evaluate: {table.height} configurations → {args.out}")
     return 0
@@ -103,6 +105,7 @@ def run_front(args: argparse.Namespace) -> int:
     import polars as pl
 
     from dyce.report.tables import (
+        check_tolerance,
         pareto_front,
         read_tables,
         summary_figures,
@@ -110,8 +113,7 @@ def run_front(args: argparse.Namespace) -> int:
         write_table,
     )
 
-    if not (math.isfinite(args.tolerance) and 0 <= args.tolerance < 1):
-        raise DyceError(f"{args.tolerance} is not in [0, 1)", field="tolerance")
+    check_tolerance(args.tolerance)
     tables = read_tables(args.tables, required=("relative_macs", "relative_acc"))
     by = [] if args.by.strip().lower() == "none" else [c.strip() for c in args.by.split(",")
                                                         if c.strip()]
@@ -123,10 +125,12 @@ def run_front(args: argparse.Namespace) -> int:
     front = pareto_front(table, by=by or None)
     metadata = dict(tables[0][1])
     metadata.update(front_tables=[str(p) for p in args.tables], front_by=by)
+    summary = summary_figures(front, args.tolerance, by=by)  # everything computed before writing
+    for warning in dict.fromkeys(w for _, meta in tables for w in meta.get("warnings", [])):
+        print(f"dyce front: WARNING: {warning}", file=sys.stderr)
     if args.csv:
         write_csv(front, args.csv)
     write_table(front, args.out, metadata)
-    summary = summary_figures(front, args.tolerance, by=by)
     for row in summary.iter_rows(named=True):
         label = " ".join(str(row[c]) for c in by) or "all"
         saved = row["macs_saved"]

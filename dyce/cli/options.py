@@ -49,7 +49,8 @@ def add_workers(parser: argparse.ArgumentParser, help: str = WORKERS_HELP) -> No
     parser.add_argument("--workers", default="auto", help=help)
     parser.add_argument("--cpus", type=int, default=None,
                         help="CPUs of this job (default: all this process may use): torch "
-                        "threads, and the workers of --workers auto on CUDA")
+                        "threads, and the workers of --workers auto on CUDA; CPU results are "
+                        "bit-identical only for the same seed and thread count")
 
 
 def job_workers(args: argparse.Namespace) -> int:
@@ -119,3 +120,25 @@ def add_no_progress(parser: argparse.ArgumentParser) -> None:
     """``--no-progress`` (sets ``progress`` false)."""
     parser.add_argument("--no-progress", dest="progress", action="store_false",
                         help="no progress bar")
+
+
+def warn_if_chance_level(command: str, records: Any) -> list[str]:
+    """Print (and return, for a result table's metadata) the near-chance warning of
+    ``records`` (:func:`dyce.report.tables.chance_level_warning`)."""
+    import sys
+
+    from dyce.report.tables import chance_level_warning
+
+    warning = chance_level_warning(records)
+    if warning is None:
+        return []
+    print(f"dyce {command}: WARNING: {warning}", file=sys.stderr)
+    return [warning]
+
+
+def print_split_warnings(command: str, splits: dict) -> None:
+    """Repeat the warnings ``prepare-data`` stored in SPLITS.json (e.g. an implied image size)."""
+    import sys
+
+    for warning in splits.get("warnings") or []:
+        print(f"dyce {command}: WARNING: {warning}", file=sys.stderr)

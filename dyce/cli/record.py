@@ -17,6 +17,7 @@ from dyce.cli.options import (
     add_shard,
     add_workers,
     job_workers,
+    print_split_warnings,
 )
 from dyce.errors import DyceError
 
@@ -62,6 +63,7 @@ def _record(args: argparse.Namespace) -> int:
     from dyce.records.recording import record_features, record_split
 
     splits = load_splits(args.data)
+    print_split_warnings("record", splits)
     net = load_exits_checkpoint(args.exits)
     spec = dict(net.spec)
     for key, data_key in (("num_classes", "num_classes"), ("in_channels", "in_channels"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -48,11 +49,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     summary.set_defaults(func=run_summary)
 
 
-def _read_fronts(paths: list[Path]):
+def _read_fronts(paths: list[Path], command: str):
+    """The front tables, each with a ``warning`` column from its metadata (printed once)."""
+    import polars as pl
+
     from dyce.report.tables import read_tables
 
-    return [df for df, _ in read_tables(paths, required=("method", "relative_macs",
-                                                         "relative_acc"))]
+    fronts = []
+    for df, metadata in read_tables(paths, required=("method", "relative_macs", "relative_acc")):
+        warnings = list(dict.fromkeys(metadata.get("warnings") or []))
+        for warning in warnings:
+            print(f"dyce {command}: WARNING: {warning}", file=sys.stderr)
+        fronts.append(df.with_columns(
+            pl.lit("; ".join(warnings) or None, dtype=pl.String).alias("warning")))
+    return fronts
 
 
 def run_plot(args: argparse.Namespace) -> int:
@@ -62,7 +72,7 @@ def run_plot(args: argparse.Namespace) -> int:
     from dyce.report.plots import save_pareto_plot
     from dyce.report.tables import single_exit_points
 
-    fronts = _read_fronts(args.fronts)
+    fronts = _read_fronts(args.fronts, "plot")
     single_exits = single_exit_points(read_records(args.records), load_macs_info(args.macs_info))
     save_pareto_plot(args.out, fronts, single_exits, title=args.title, tolerance=args.tolerance)
     print(f"{args.out}: {len(fronts)} fronts, {single_exits.height - 1} single exits")
@@ -76,7 +86,7 @@ def run_summary(args: argparse.Namespace) -> int:
     from dyce.io import atomic_path
     from dyce.report.plots import summary_table
 
-    table = summary_table(_read_fronts(args.fronts), args.tolerance)
+    table = summary_table(_read_fronts(args.fronts, "summary"), args.tolerance)
     shown = ["model", "dataset", "method", "macs_saved", "relative_macs", "relative_acc"]
     if args.selected:
         from dyce.report.tables import read_tables
@@ -97,4 +107,6 @@ def run_summary(args: argparse.Namespace) -> int:
         write_html_table(table, args.html, args.caption)
     with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=40):
         print(table.select(shown))
+    for warning in table["warning"].drop_nulls().unique(maintain_order=True):
+        print(f"WARNING: {warning}")
     return 0

@@ -33,6 +33,10 @@ def _register_bundle(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--front", type=Path, nargs="+", required=True,
                         help="FRONT.parquet (dyce front, or an evaluated table); several allowed")
     parser.add_argument("--macs-info", type=Path, required=True, help="MACS.json of the network")
+    parser.add_argument("--searched", type=Path, nargs="+", default=[],
+                        help="EVAL.parquet (dyce evaluate) of every searched configuration, so "
+                        "that predict --lambda runs the configuration searched for that λ; "
+                        "without it --lambda accepts only the front's λ values")
     parser.add_argument("--calibration-records", type=Path, default=None, metavar="CALIB",
                         help="calibration records (the calib split) to store in the bundle: "
                         "the default of 'dyce predict --risk'")
@@ -47,9 +51,11 @@ def _bundle(args: argparse.Namespace) -> int:
     from dyce.runtime.inference import build_bundle
 
     summary = build_bundle(args.exits, args.front, args.macs_info, args.out,
+                           searched_tables=args.searched,
                            calibration_records=args.calibration_records,
                            search_records=args.search_records)
-    print(f"wrote {args.out}: {summary['configurations']} configurations, "
+    print(f"wrote {args.out}: {summary['configurations']} front configurations, "
+          f"{summary['searched']} searched, "
           f"{summary['exit_heads']} of {summary['exit_heads_total']} exit heads kept")
     return 0
 
@@ -73,9 +79,11 @@ def _register_predict(subparsers: argparse._SubParsersAction) -> None:
     choice = parser.add_mutually_exclusive_group(required=True)
     choice.add_argument("--budget", type=float,
                         help="relative MACs budget: the most accurate front configuration whose "
-                        "validation relative MACs is at most this (1.0 = original model)")
+                        "validation relative MACs is at most this (1.0 or more = the original "
+                        "model)")
     choice.add_argument("--lambda", dest="lambda_value", type=float,
-                        help="the front configuration searched with the nearest lambda")
+                        help="the configuration searched with this lambda (the nearest searched "
+                        "one when the bundle keeps its searched table, else a front row's λ)")
     choice.add_argument("--risk", nargs=2, type=float, metavar=("TOLERANCE", "DELTA"),
                         help="cheapest front configuration whose relative accuracy drop vs the "
                         "original model is at most TOLERANCE with probability 1-DELTA, tested "
@@ -191,8 +199,11 @@ def _predict(args: argparse.Namespace) -> int:
     columns: dict[str, list] = {"prediction": [], "exit_position": [], "confidence": [],
                                 "macs": [], "label": [], "key": []}
     started = time.perf_counter()
+    inference = 0.0  # seconds inside the runtime only (no data loading or decoding)
     for images, labels, keys in batches:
+        batch_started = time.perf_counter()
         out = runtime(images)
+        inference += time.perf_counter() - batch_started
         columns["prediction"].append(out.predictions.numpy())
         columns["exit_position"].append(out.exit_position.numpy())
         columns["confidence"].append(out.confidence.numpy())
@@ -208,8 +219,10 @@ def _predict(args: argparse.Namespace) -> int:
     if risk_line:
         print(risk_line)
     print(f"configuration: {_describe(runtime.current)}")
-    print(f"samples: {summary['samples']} in {elapsed:.2f} s "
-          f"({summary['samples'] / max(elapsed, 1e-9):.1f} samples/s on {runtime.device})")
+    print(f"samples: {summary['samples']} in {elapsed:.2f} s with data loading "
+          f"({summary['samples'] / max(elapsed, 1e-9):.1f} samples/s); inference alone "
+          f"{inference:.2f} s ({summary['samples'] / max(inference, 1e-9):.1f} samples/s on "
+          f"{runtime.device})")
     if summary["accuracy"] is not None:
         print(f"accuracy: {summary['accuracy']:.4f}")
     print(f"mean relative MACs: {summary['relative_macs']:.4f}")

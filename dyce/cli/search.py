@@ -4,19 +4,18 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import warnings
 
-from dyce.cli.options import add_macs_info, add_no_progress
+from dyce.cli.options import add_macs_info, add_no_progress, warn_if_chance_level
 from dyce.errors import DyceError
 
 DYCE_METHODS = ("onepass", "circular", "samethres")
 PEER_METHODS = ("global_threshold", "msdnet", "patience")
 METHODS = DYCE_METHODS + PEER_METHODS
 
-#: Default λ sweep of the DyCE methods: 0.50, 0.51, …, 1.00.
-DEFAULT_LAMBDA_RANGE = (0.5, 1.005, 0.01)
+#: Default λ sweep of the DyCE methods: 0.50, 0.51, …, 1.00 (START, STOP, STEP; STOP included).
+DEFAULT_LAMBDA_RANGE = (0.5, 1.0, 0.01)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     search.add_argument("--lambda", dest="lambdas", type=float, nargs="+", action="extend",
                         metavar="L", help="trade-off weight(s) λ ≥ 0 (DyCE methods)")
     search.add_argument("--lambda-range", type=float, nargs=3, metavar=("START", "STOP", "STEP"),
-                        help="λ grid START, START+STEP, … below STOP (STOP excluded; DyCE methods)")
+                        help="λ grid START, START+STEP, … up to STOP (STOP included when the grid "
+                        "reaches it; exact decimal steps; at most 10000 values; DyCE methods)")
     search.add_argument("--parameter", dest="parameters", type=float, nargs="+", action="extend",
                         metavar="V", help="sweep values of a peer strategy (threshold, q or "
                         "patience) instead of its default grid")
@@ -79,34 +79,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def lambda_grid(lambdas: list[float] | None, lambda_range: list[float] | None) -> list[float]:
     """The λ values to search: ``--lambda`` values, then ``--lambda-range``, else the default.
 
-    Raises :class:`DyceError` (field ``lambda``) for a negative or non-finite λ or a bad range.
+    The range includes STOP when the grid reaches it (as the workflow's ``lambdas``), values are
+    exact decimals (:func:`dyce.search.lambda_grid.lambda_range`). Raises :class:`DyceError`
+    (field ``lambda`` or ``lambda-range``) for a negative or non-finite λ, a bad range or more
+    than :data:`~dyce.search.lambda_grid.MAX_LAMBDAS` values.
     """
+    from dyce.search.lambda_grid import MAX_LAMBDAS, lambda_values
+    from dyce.search.lambda_grid import lambda_range as grid
 
-    values = list(lambdas or [])
+    values = lambda_values(lambdas or [], field="lambda")
     if lambda_range is not None:
-        start, stop, step = lambda_range
-        if not all(math.isfinite(v) for v in lambda_range) or step <= 0 or stop <= start:
-            raise DyceError(f"range {start} {stop} {step} needs START < STOP and STEP > 0",
-                            field="lambda-range")
-        values += arange_values(start, stop, step)
+        values += grid(*lambda_range, field="lambda-range")
     if not values:
-        values = arange_values(*DEFAULT_LAMBDA_RANGE)
-    for value in values:
-        if not math.isfinite(value) or value < 0:
-            raise DyceError(f"λ = {value} is not a number >= 0", field="lambda")
+        values = grid(*DEFAULT_LAMBDA_RANGE)
+    if len(values) > MAX_LAMBDAS:
+        raise DyceError(f"{len(values)} λ values, more than the maximum {MAX_LAMBDAS}",
+                        field="lambda")
     return values
-
-
-def arange_values(start: float, stop: float, step: float) -> list[float]:
-    """``START, START+STEP, …`` strictly below ``STOP``, free of float noise.
-
-    Unlike ``numpy.arange(0.9, 1.05, 0.05)`` (which also yields 1.05) a value within 1e-9 steps
-    of ``STOP`` is excluded, and values are rounded to 12 decimals (1.0000000000000004 → 1.0).
-    """
-    import numpy as np
-
-    count = max(0, math.ceil((stop - start) / step - 1e-9))
-    return [float(v) for v in np.round(start + step * np.arange(count), 12)]
 
 
 def exit_type_indices(values: list[str] | None, names: tuple[str, ...], path: str) -> list[int] | None:
@@ -154,6 +143,7 @@ def run_search(args: argparse.Namespace) -> int:
               "prefer slower configurations", file=sys.stderr)
     macs = load_macs_info(args.macs_info)
     records = load_records_for(args.records, macs)
+    warned = warn_if_chance_level("search", records)
     exit_types = exit_type_indices(args.exit_types, records.exit_types, args.macs_info)
 
     if peer:
@@ -172,7 +162,7 @@ def run_search(args: argparse.Namespace) -> int:
     options = {"candidates": args.candidates} if "candidate" in table.columns else {}
     metadata = search_metadata(records, method=args.method, normalize=args.normalize,
                                calibration=args.calibration, macs_info=str(args.macs_info),
-                               **options)
+                               warnings=warned, **options)
     write_table(table, args.out, metadata)
     print(f"dyce search: {table.height} configurations → {args.out}")
     return 0

@@ -17,6 +17,7 @@ from dyce.cli.options import (
     add_training_flags,
     add_workers,
     job_workers,
+    print_split_warnings,
     training_settings,
 )
 
@@ -50,6 +51,7 @@ def _train_backbone(args: argparse.Namespace) -> int:
     from dyce.network.training import evaluate_accuracy, save_backbone, train_backbone
 
     splits = load_splits(args.data)
+    print_split_warnings("train-backbone", splits)
     result = train_backbone(splits, args.model, **training_settings(args))
     accuracy = evaluate_accuracy(
         result.model,
@@ -170,11 +172,14 @@ def _register_train_exits(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _train_exits(args: argparse.Namespace) -> int:
+    import torch
+
     from dyce.data.splits import load_splits
     from dyce.network.models import save_exits_checkpoint
     from dyce.network.training import prepare_exit_network, train_exits
 
     splits = load_splits(args.data)
+    print_split_warnings("train-exits", splits)
     net = prepare_exit_network(
         splits, args.model, backbone_path=args.backbone, weights=args.weights, taps=args.taps,
         exit_types=args.exit_types, seed=args.seed,
@@ -188,7 +193,7 @@ def _train_exits(args: argparse.Namespace) -> int:
         "dataset": splits["dataset"], "epochs": args.epochs, "lr": args.lr,
         "batch_size": args.batch_size, "weight_decay": args.weight_decay,
         "temperature": args.temperature, "distill_weight": args.distill_weight,
-        "seed": args.seed, "history": result.history,
+        "seed": args.seed, "threads": torch.get_num_threads(), "history": result.history,
         "backbone": None if args.backbone is None else str(args.backbone),
     }
     save_exits_checkpoint(args.out, result.model, extra={"training": training})

@@ -330,6 +330,9 @@ def prepare_splits(
         )
     if search_split != "heldout":
         search_idx = train_idx
+    warnings = []
+    if dataset == "imagefolder" and image_size is None:
+        warnings.append(implied_size_warning(train_pool, size))
     indices = {"train": train_idx, "search": search_idx, "calib": calib_idx, "val": val_idx}
     if deformed:
         from dyce.data.deformed_digits import expand_sources
@@ -352,10 +355,28 @@ def prepare_splits(
                   "val": val_pool_name},
         "pool_sizes": {train_pool_name: len(train_pool), val_pool_name: val_len},
         "splits": {name: [int(i) for i in idx] for name, idx in indices.items()},
+        "warnings": warnings,
     }
     if deformed:
         splits["copies"] = train_pool.copies
     return splits
+
+
+def implied_size_warning(pool: Dataset, size: int) -> str:
+    """The warning of an image folder given no ``image_size``: its images are resized to the
+    default ``size``, which is silently wrong for e.g. 32 px images (names the first one's)."""
+    from PIL import Image
+
+    first = pool.samples[0][0] if getattr(pool, "samples", None) else None
+    native = ""
+    if first is not None:
+        try:
+            with Image.open(first) as image:
+                native = f" (the first, {first}, is {image.width}x{image.height} px)"
+        except OSError:
+            native = ""
+    return (f"no image_size given: every image is resized to the default {size} px{native}; "
+            "give image_size to choose the size the backbone is trained and run at")
 
 
 def load_splits(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:

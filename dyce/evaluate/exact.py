@@ -23,7 +23,7 @@ import numpy as np
 
 from dyce.errors import DyceError
 from dyce.macs.info import MacsInfo, load_macs_info
-from dyce.records.format import ExitRecords
+from dyce.records.format import ExitRecords, check_compatible
 
 #: Quantile of the Beta posterior used by calibrated accuracy (a conservative 10 % bound).
 CALIBRATION_QUANTILE = 0.1
@@ -60,18 +60,10 @@ class Evaluation:
 
 
 def check_inputs(records: ExitRecords, macs: MacsInfo | dict | str) -> MacsInfo:
-    """Load ``macs`` and check that it describes the same positions and exit types as ``records``."""
+    """Load ``macs`` and check that it describes the same positions and exit types as ``records``
+    (:func:`dyce.records.check_compatible`: counts, and head names where the macs_info has them)."""
     info = load_macs_info(macs)
-    if info.num_positions != records.num_positions:
-        raise DyceError(
-            f"macs_info has {info.num_positions} positions, the records {records.num_positions}",
-            path=records.source, field="num_positions",
-        )
-    if info.num_exit_types != records.num_exit_types:
-        raise DyceError(
-            f"macs_info has {info.num_exit_types} exit types, the records {records.num_exit_types}",
-            path=records.source, field="exit_types",
-        )
+    check_compatible(records, info)
     if records.num_samples == 0:
         raise DyceError("the records hold no samples", path=records.source, field="label")
     return info

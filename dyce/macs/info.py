@@ -52,6 +52,11 @@ class MacsInfo:
     def num_exit_types(self) -> int:
         return len(self.head_names)
 
+    @property
+    def heads_named(self) -> bool:
+        """Whether every head of the JSON has a ``name`` (otherwise names are ``exit{k}``)."""
+        return all(isinstance(head, dict) and "name" in head for head in self.raw.get("head", []))
+
 
 def _int_list(values: Any, where: str | None, field_name: str) -> np.ndarray:
     if not isinstance(values, list) or not values:

@@ -649,7 +649,14 @@ def scan_records(path: str | os.PathLike) -> pl.LazyFrame:
 
 
 def check_compatible(records: ExitRecords, macs: MacsInfo) -> None:
-    """Raise :class:`DyceError` unless ``macs`` has the positions and exit types of ``records``."""
+    """Raise :class:`DyceError` unless ``macs`` has the positions and exit types of ``records``.
+
+    The one check of a records/macs_info pair (search, evaluation, selection, plots and the
+    seed API all use it). Positions and exit-type counts must agree; where the macs_info names
+    its heads, the names must be the records' exit types in the same order (``head[k]`` is
+    exit type ``k``), since heads of the same count but another order would silently give
+    every configuration the wrong MACs.
+    """
     where = f"{records.source} vs {macs.source}"
     if records.num_positions != macs.num_positions:
         raise DyceError(
@@ -660,6 +667,12 @@ def check_compatible(records: ExitRecords, macs: MacsInfo) -> None:
         raise DyceError(
             f"records have {records.num_exit_types} exit types {list(records.exit_types)} but "
             f"macs_info has {macs.num_exit_types} {list(macs.head_names)}",
+            path=where, field="exit_types",
+        )
+    if macs.heads_named and tuple(records.exit_types) != tuple(macs.head_names):
+        raise DyceError(
+            f"records have exit types {list(records.exit_types)} but macs_info's heads are "
+            f"{list(macs.head_names)} (head[k] must be exit type k, same names, same order)",
             path=where, field="exit_types",
         )
 

@@ -79,6 +79,9 @@ def _array(npz: Any, key: str, where: str, required: bool = True,
         if not required:
             return None
         raise DyceError(f"missing; the file has {sorted(npz.files)}", path=where, field=key)
+    if f"{key}.npy" not in npz.zip.namelist():
+        raise DyceError(f"the archive member {key!r} is not a .npy array (np.savez writes "
+                        f"'{key}.npy')", path=where, field=key)
     try:
         return npz[key]
     except ValueError as error:
@@ -125,6 +128,9 @@ def read_npz_records(
     names = exit_type_names(exit_types)
     if not Path(path).is_file():
         raise DyceError("file not found", path=where)
+    if not _is_zip(path):
+        raise DyceError(f"not an .npz archive (a zip of .npy arrays){_format_hint(path)}",
+                        path=where)
     try:
         npz = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
@@ -205,7 +211,18 @@ def convert_npz(
 
 def _is_zip(path: str | os.PathLike) -> bool:
     with open(path, "rb") as handle:
-        return handle.read(4) == b"PK\x03\x04"
+        return handle.read(4) in (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def _format_hint(path: str | os.PathLike) -> str:
+    """What the file looks like instead, from its first bytes (for error messages)."""
+    with open(path, "rb") as handle:
+        head = handle.read(6)
+    if head.startswith(b"PAR1"):
+        return "; it is Parquet, e.g. dyce records, which need no import"
+    if head.startswith(b"\x93NUMPY"):
+        return "; it is a single .npy array"
+    return ""
 
 
 def load_any_records(

@@ -81,6 +81,7 @@ class OutputRecorder:
         self._labels: list[np.ndarray] = []
         self._num_classes: int | None = None
         self._num_exits: int | None = None
+        self._auto_layout: str | None = None  # the layout "auto" resolved to on a batch
 
     def add_pred(self, model_out: Any, ee_out: Any = None, layout: str | None = None) -> None:
         """Record one batch of logits.
@@ -92,6 +93,9 @@ class OutputRecorder:
             layout: overrides the recorder's ``layout`` for this call.
         """
         layout = _check_layout(self.layout if layout is None else layout)
+        if layout == "auto" and self._auto_layout is not None:
+            layout = self._auto_layout  # fixed by an earlier batch (a last partial batch of
+            # B == N samples would otherwise be ambiguous)
         torch_input = _is_torch(model_out)
         if len(model_out.shape) != 2:
             raise DyceError(f"must be logits (B, C), got shape {tuple(model_out.shape)}",
@@ -113,7 +117,7 @@ class OutputRecorder:
                 else:
                     ee_out = np.stack(ee_out)
                 layout = "NBC"
-            ee_out = self._to_nbc(ee_out, batch, num_classes, layout)
+            ee_out, resolved = self._to_nbc(ee_out, batch, num_classes, layout)
             if torch_input:
                 import torch
 
@@ -128,12 +132,14 @@ class OutputRecorder:
         else:
             preds, confs = softmax_topk_numpy(logits, self.topk)
         self._num_classes, self._num_exits = num_classes, int(logits.shape[0])
+        if ee_out is not None and layout == "auto":
+            self._auto_layout = resolved
         self._preds.append(preds.astype(pred_dtype(num_classes)))
         self._confs.append(confs.astype(np.float32, copy=False))
 
     @staticmethod
-    def _to_nbc(ee_out: Any, batch: int, num_classes: int, layout: str) -> Any:
-        """Early-exit logits as ``(N, B, C)``."""
+    def _to_nbc(ee_out: Any, batch: int, num_classes: int, layout: str) -> tuple[Any, str]:
+        """Early-exit logits as ``(N, B, C)``, and the layout they had (``"auto"`` resolved)."""
         shape = tuple(int(size) for size in ee_out.shape)
         if len(shape) != 3 or shape[2] != num_classes:
             raise DyceError(f"must be (B, N, {num_classes}) or (N, B, {num_classes}) logits, got "
@@ -156,8 +162,9 @@ class OutputRecorder:
         if shape[expected_axis] != batch:
             raise DyceError(f"shape {shape} is not {layout} for batch size {batch}", field="ee_out")
         if layout == "BNC":
-            return ee_out.transpose(0, 1) if _is_torch(ee_out) else np.swapaxes(ee_out, 0, 1)
-        return ee_out
+            return (ee_out.transpose(0, 1) if _is_torch(ee_out) else np.swapaxes(ee_out, 0, 1),
+                    layout)
+        return ee_out, layout
 
     def add_label(self, targets: Any) -> None:
         """Record one batch of ground-truth classes, ``(B,)`` or ``(B, 1)`` integers."""

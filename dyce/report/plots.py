@@ -54,19 +54,25 @@ def summary_table(fronts: Sequence[pl.DataFrame], tolerance: float = 0.005) -> p
     ``model``, ``dataset``, ``method``, ``tolerance``, ``macs_saved`` (``1 − relative_macs`` of
     the cheapest configuration with ``relative_acc ≥ 1 − tolerance``; null when none qualifies),
     that configuration's ``relative_macs``, ``relative_acc``, ``parameter_name``, ``parameter``,
-    ``config``, and ``front_size`` (configurations on the method's front). Rows are ordered by
-    model, dataset, then method (DyCE methods first).
+    ``config``, ``front_size`` (configurations on the method's front) and ``warning`` (e.g. the
+    original model near chance level; null when none, from the fronts' ``warning``
+    column). Rows are ordered by model, dataset, then method (DyCE methods first).
     """
-    from dyce.report.tables import summary_figures
+    from dyce.report.tables import check_tolerance, summary_figures
 
-    if not 0.0 <= tolerance < 1.0:
-        raise DyceError(f"must be in [0, 1), got {tolerance}", field="tolerance")
+    check_tolerance(tolerance)
     combined = combine_fronts(fronts)
     for name in ("model", "dataset"):
         if name not in combined.columns:
             combined = combined.with_columns(pl.lit("").alias(name))
     by = ("model", "dataset", "method")
-    sizes = combined.group_by(list(by)).len(name="front_size")
+    if "warning" not in combined.columns:
+        combined = combined.with_columns(pl.lit(None, dtype=pl.String).alias("warning"))
+    sizes = combined.group_by(list(by)).agg(
+        pl.len().alias("front_size"),
+        pl.col("warning").drop_nulls().unique(maintain_order=True).str.join("; ")
+        .replace("", None).alias("warning"),
+    )
     table = summary_figures(combined, tolerance, by=by).join(sizes, on=list(by), how="left")
     order = sorted(
         range(table.height),
@@ -98,6 +104,9 @@ def pareto_figure(
     """
     import matplotlib
 
+    from dyce.report.tables import check_tolerance
+
+    check_tolerance(tolerance)
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
@@ -146,6 +155,19 @@ def pareto_figure(
     return fig
 
 
+def plot_format(path: str | os.PathLike) -> str:
+    """The image format named by ``path``'s suffix (``png`` without one); :class:`DyceError`
+    for a suffix matplotlib cannot write, before anything is drawn."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    image_format = os.path.splitext(str(path))[1].lstrip(".").lower() or "png"
+    known = FigureCanvasAgg.get_supported_filetypes()
+    if image_format not in known:
+        raise DyceError(f"cannot write a .{image_format} image; use one of "
+                        f"{', '.join(sorted(known))}", path=path, field="out")
+    return image_format
+
+
 def save_pareto_plot(
     path: str | os.PathLike,
     fronts: Sequence[pl.DataFrame],
@@ -158,9 +180,10 @@ def save_pareto_plot(
     """Draw :func:`pareto_figure` and write it to ``path`` atomically (format from the suffix)."""
     import matplotlib.pyplot as plt
 
+    image_format = plot_format(path)
     fig = pareto_figure(fronts, single_exits, title=title, tolerance=tolerance)
     try:
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=dpi, format=os.path.splitext(str(path))[1].lstrip(".") or "png")
+            fig.savefig(tmp, dpi=dpi, format=image_format)
     finally:
         plt.close(fig)

@@ -21,7 +21,7 @@ import polars as pl
 from dyce.errors import DyceError
 from dyce.io import atomic_path
 from dyce.macs.info import MacsInfo, load_macs_info
-from dyce.records.format import ExitRecords
+from dyce.records.format import ExitRecords, check_compatible
 
 #: Parquet key-value metadata key holding the search's JSON description.
 METADATA_KEY = "dyce"
@@ -48,6 +48,12 @@ VALIDATION_SCHEMA: dict[str, pl.DataType] = {
     "raw_acc": pl.Float64(),
     "exit_ratio": pl.String(),
 }
+
+#: Numeric figures of a result table (checked to be numbers, finite where present).
+FIGURE_COLUMNS = (
+    "relative_macs", "raw_macs", "relative_acc", "raw_acc", "relative_macs_tr", "raw_macs_tr",
+    "relative_acc_tr", "raw_acc_tr", "lambda", "parameter",
+)
 
 #: Columns and order of the seed API's CSV files (``search_and_eval``).
 SEED_COLUMNS = (
@@ -191,6 +197,7 @@ def single_exit_points(records: ExitRecords, macs: MacsInfo | dict) -> pl.DataFr
     ``relative_acc`` (accuracy / final-head accuracy).
     """
     macs = load_macs_info(macs)
+    check_compatible(records, macs)
     num_candidates = records.num_positions - 1
     types = records.num_exit_types
     positions = np.repeat(np.arange(num_candidates), types)
@@ -282,6 +289,24 @@ def summary_figures(
     )
 
 
+def chance_level_warning(records: ExitRecords) -> str | None:
+    """A warning when the original model (final head) of ``records`` is near chance level.
+
+    "Near" = accuracy below chance + 10 % of the way from chance to perfect
+    (``1/C + 0.1·(1 − 1/C)``, 0.19 for 10 classes). On such a backbone every exit is as good
+    as the final head and "MACs saved at ≤ 0.5 % drop" means nothing. None otherwise.
+    """
+    if records.num_samples == 0 or records.num_classes < 2:
+        return None
+    chance = 1.0 / records.num_classes
+    accuracy = float(records.final_accuracy)
+    if accuracy >= chance + 0.1 * (1.0 - chance):
+        return None
+    return (f"the original model is near chance level on {records.source or records.split}: "
+            f"accuracy {accuracy:.3f} with {records.num_classes} classes (chance {chance:.3f}); "
+            "MACs-saved figures relative to it mean nothing")
+
+
 # --------------------------------------------------------------------------- configurations
 
 
@@ -352,8 +377,12 @@ def search_metadata(records: ExitRecords, **options: Any) -> dict:
         "position_names": list(records.position_names),
         "num_classes": records.num_classes,
         "search_records": records.source,
+        "search_model": records.model,
+        "search_dataset": records.dataset,
         "search_split": records.split,
         "search_num_samples": records.num_samples,
+        "records_model": records.model,
+        "records_dataset": records.dataset,
         **options,
     }
 
@@ -380,6 +409,7 @@ def read_table(path: str | os.PathLike) -> tuple[pl.DataFrame, dict]:
         raise DyceError("file not found", path=path) from None
     except Exception as error:  # polars raises several types for a file that is not Parquet
         raise DyceError(f"not a readable Parquet table ({type(error).__name__})", path=path) from None
+    check_finite(df, path)
     metadata: dict = {}
     if METADATA_KEY in raw:
         try:
@@ -387,6 +417,36 @@ def read_table(path: str | os.PathLike) -> tuple[pl.DataFrame, dict]:
         except json.JSONDecodeError:
             raise DyceError("metadata is not JSON", path=path, field=METADATA_KEY) from None
     return df, metadata
+
+
+def check_finite(df: pl.DataFrame, path: str | os.PathLike | None = None) -> None:
+    """Raise :class:`DyceError` naming the column and row of the first NaN or infinite value
+    in a float column (figures such as ``relative_acc``); nulls (e.g. a peer's ``lambda``) pass.
+
+    A NaN would otherwise sort and compare silently wrong: never the cheapest, never above a
+    tolerance, yet picked by a ``first()``.
+    """
+    floats = [name for name, dtype in df.schema.items() if dtype.is_float()]
+    if not floats:
+        return
+    bad = df.select(pl.any_horizontal(~pl.col(floats).is_finite()).fill_null(False))
+    rows = np.flatnonzero(bad.to_series().to_numpy())
+    if rows.size == 0:
+        return
+    row = int(rows[0])
+    for name in floats:
+        value = df[name][row]
+        if value is not None and not math.isfinite(value):
+            raise DyceError(f"row {row} is {value} ({rows.size} row(s) hold NaN or infinite "
+                            "figures); figures must be finite", path=path, field=name)
+
+
+def check_tolerance(tolerance: float, option: str = "tolerance") -> float:
+    """``tolerance`` (a relative accuracy drop) if it is in [0, 1), else :class:`DyceError`."""
+    if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance)
+            and 0.0 <= tolerance < 1.0):
+        raise DyceError(f"must be in [0, 1) (e.g. 0.005 = 0.5 %), got {tolerance}", field=option)
+    return float(tolerance)
 
 
 def read_tables(paths: Sequence[str | os.PathLike], required: Sequence[str] = ()) -> list[
@@ -397,6 +457,9 @@ def read_tables(paths: Sequence[str | os.PathLike], required: Sequence[str] = ()
     for path in paths:
         df, metadata = read_table(path)
         _require_columns(df, tuple(required), path)
+        for name in required:
+            if name in FIGURE_COLUMNS and not df.schema[name].is_numeric():
+                raise DyceError(f"is {df.schema[name]}, not numbers", path=path, field=name)
         tables.append((df, metadata))
     return tables
 

@@ -133,11 +133,15 @@ def resolve_config(
 
 
 def read_front(paths: Sequence[str | os.PathLike], num_positions: int,
-               num_exit_types: int) -> list[FrontEntry]:
+               num_exit_types: int, *, searched_only: bool = False) -> list[FrontEntry]:
     """Front rows of one or more result tables (``dyce front``/``dyce evaluate`` Parquet).
 
     Needs the columns ``config``, ``relative_macs`` and ``relative_acc`` (validation figures);
     ``method``, ``lambda``, ``parameter_name`` and ``parameter`` are kept when present.
+    Also reads evaluated tables of every searched configuration (``dyce evaluate``), which a
+    bundle keeps so that a λ runs the configuration searched for it; ``searched_only`` then
+    keeps the rows whose ``candidate`` is ``"searched"`` (or that have none), not the
+    neighbours of :mod:`dyce.search.candidates`.
     """
     from dyce.report.tables import read_table
 
@@ -152,6 +156,8 @@ def read_front(paths: Sequence[str | os.PathLike], num_positions: int,
             )
         rows = df.to_dicts()
         for row_index, row in enumerate(rows):
+            if searched_only and row.get("candidate") not in (None, "searched"):
+                continue
             field_name = f"config (row {row_index})"
             config, patience = resolve_config(row["config"], num_positions, num_exit_types,
                                             where=str(path), field_name=field_name)
@@ -203,11 +209,51 @@ def check_macs_matches(macs: MacsInfo, taps: Sequence[str], exit_types: Sequence
         )
 
 
+def check_tables_match_network(paths: Sequence[str | os.PathLike], spec: Mapping[str, Any],
+                               where: str | None = None) -> None:
+    """Raise unless every result table at ``paths`` was searched on this network's records.
+
+    Compared with the network's spec (``where`` names its file): the records' model (table
+    metadata ``records_model``), the class count and the tap names (``position_names``), where
+    the table records them; and all tables must name the same ``model`` in their column.
+    """
+    import polars as pl
+
+    from dyce.report.tables import METADATA_KEY
+
+    taps = [str(t) for t in spec["taps"]]
+    models: dict[str, str] = {}
+    for path in paths:
+        raw = pl.read_parquet_metadata(path)
+        metadata = json.loads(raw[METADATA_KEY]) if METADATA_KEY in raw else {}
+        checks = (
+            ("records_model", metadata.get("records_model") or None, spec.get("model")),
+            ("num_classes", metadata.get("num_classes"), spec.get("num_classes")),
+            ("position_names", None if metadata.get("position_names") is None
+             else list(metadata["position_names"])[:-1], taps),
+        )
+        for field_name, theirs, ours in checks:
+            if theirs is not None and ours is not None and theirs != ours:
+                raise DyceError(
+                    f"searched on records of another network: {field_name} {theirs} in the "
+                    f"table, {ours} in {where or 'the exits checkpoint'}",
+                    path=path, field=field_name,
+                )
+        if "model" in pl.read_parquet_schema(path):
+            for name in pl.read_parquet(path, columns=["model"])["model"].unique().to_list():
+                if name:
+                    models.setdefault(str(name), str(path))
+    if len(models) > 1:
+        listed = "; ".join(f"{name} ({path})" for name, path in models.items())
+        raise DyceError(f"the tables come from different models: {listed}", field="model")
+
+
 def build_bundle(
     exits_checkpoint: str | os.PathLike,
     front_table: str | os.PathLike | Sequence[str | os.PathLike],
     macs_info: str | os.PathLike | dict | MacsInfo,
     out_path: str | os.PathLike,
+    searched_tables: Sequence[str | os.PathLike] = (),
     *,
     calibration_records: str | os.PathLike | None = None,
     search_records: str | os.PathLike | None = None,
@@ -215,7 +261,11 @@ def build_bundle(
     """Write the runtime bundle to ``out_path`` (atomically); returns a short summary dict.
 
     ``exits_checkpoint``: ``EXITS.pt`` of ``dyce train-exits``; ``front_table``: one or more
-    front (or evaluated) Parquet tables; ``macs_info``: the MACs table of this network.
+    front (or evaluated) Parquet tables; ``macs_info``: the MACs table of this network;
+    ``searched_tables``: evaluated tables (``dyce evaluate``) of every searched configuration,
+    kept so that :meth:`EarlyExitRuntime.set_lambda` runs the configuration searched for a λ,
+    not the front row of the nearest λ. Tables searched on another network's records are
+    refused (:func:`check_tables_match_network`).
     ``calibration_records`` (the ``calib`` split) are stored in the bundle (labels and every
     exit's top-1 class and confidence) as the default of :meth:`EarlyExitRuntime.set_risk`;
     ``search_records`` give each front configuration its search-split loss, the order of
@@ -231,7 +281,11 @@ def build_bundle(
     macs = load_macs_info(macs_info)
     check_macs_matches(macs, spec["taps"], exit_types, macs_where)
     paths = [front_table] if isinstance(front_table, (str, os.PathLike)) else list(front_table)
+    searched_paths = list(searched_tables)
+    check_tables_match_network([*paths, *searched_paths], spec, str(exits_checkpoint))
     front = read_front(paths, num_positions, len(exit_types))
+    searched = (read_front(searched_paths, num_positions, len(exit_types), searched_only=True)
+                if searched_paths else [])
     calibration = None
     if calibration_records is not None:
         calibration = _calibration_payload(_read_matching(calibration_records, macs, spec))
@@ -243,7 +297,8 @@ def build_bundle(
         search = _read_matching(search_records, macs, spec)
         losses = configuration_losses(search, macs, [e.as_config() for e in front])
         front = [replace(e, search_loss=float(loss)) for e, loss in zip(front, losses, strict=True)]
-    used = sorted({(p, k) for entry in front for p, (k, _) in enumerate(entry.config) if k >= 0})
+    used = sorted({(p, k) for entry in [*front, *searched]
+                   for p, (k, _) in enumerate(entry.config) if k >= 0})
     dataset = spec.get("dataset") or _front_dataset(paths)
     heads = []
     for position, exit_type in used:
@@ -265,11 +320,12 @@ def build_bundle(
         "exit_heads": heads,
         "macs_info": macs.raw,
         "front": [entry.to_plain() for entry in front],
+        "searched": [entry.to_plain() for entry in searched],
         "calibration": calibration,
     }
     with atomic_path(out_path) as tmp:
         torch.save(payload, tmp)
-    return {"configurations": len(front), "exit_heads": len(heads),
+    return {"configurations": len(front), "searched": len(searched), "exit_heads": len(heads),
             "exit_heads_total": (num_positions - 1) * len(exit_types)}
 
 
@@ -425,6 +481,7 @@ class EarlyExitRuntime:
         device: torch.device,
         source: str | None = None,
         dataset: str | None = None,
+        searched: Sequence[FrontEntry] = (),
         calibration: ExitRecords | None = None,
     ):
         self.spec = dict(spec)
@@ -446,6 +503,7 @@ class EarlyExitRuntime:
         self.stages = split_stages(self.backbone, self.taps)
         self.heads = {key: head.eval().to(device) for key, head in heads.items()}
         self.front = list(front)
+        self.searched = list(searched)  # every searched configuration (bundles with --searched)
         self._plan = self._make_plan(original_entry(self.num_positions))
 
     # ----------------------------------------------------------------------- loading
@@ -480,13 +538,14 @@ class EarlyExitRuntime:
                                 f"{error}", path=where, field="exit_heads") from None
             heads[(int(item["position"]), int(item["exit_type"]))] = head
         macs = load_macs_info(payload["macs_info"])
-        front = [
-            FrontEntry(config=tuple((int(k), float(t)) for k, t in row["config"]),
-                       **{k: v for k, v in row.items() if k != "config"})
-            for row in payload["front"]
-        ]
+        front, searched = (
+            [FrontEntry(config=tuple((int(k), float(t)) for k, t in row["config"]),
+                        **{k: v for k, v in row.items() if k != "config"})
+             for row in payload.get(key) or []]
+            for key in ("front", "searched")
+        )
         return cls(backbone, spec, heads, macs, front, resolve_device(device), source=where,
-                   dataset=payload.get("dataset"),
+                   dataset=payload.get("dataset"), searched=searched,
                    calibration=_calibration_records(payload.get("calibration"), spec, where))
 
     # ----------------------------------------------------------------------- switching
@@ -542,15 +601,21 @@ class EarlyExitRuntime:
     def set_budget(self, relative_macs: float) -> FrontEntry:
         """Most accurate configuration whose validation relative MACs is ``<= relative_macs``.
 
-        The original model (relative MACs 1, accuracy 1) is a candidate too; ties in accuracy go
-        to the cheaper configuration. Below the cheapest configuration raises :class:`DyceError`.
+        A budget of 1 or more is the original model: it has full accuracy by definition and no
+        exit overhead, whereas a configuration that is "as accurate" at 0.9 MACs on validation
+        can run slower than the plain model in wall time. Below 1, ties in accuracy go to the
+        cheaper configuration. Below the cheapest configuration raises :class:`DyceError`.
         """
         budget = float(relative_macs)
         if not math.isfinite(budget):
             raise DyceError(f"is {relative_macs!r}; give a relative MACs budget such as 0.7",
                             field="budget")
-        candidates = [*self.front, original_entry(self.num_positions)]
+        if budget >= 1.0:
+            return self._activate(original_entry(self.num_positions))
+        candidates = list(self.front)
         affordable = [e for e in candidates if e.relative_macs <= budget]
+        if not candidates:
+            raise DyceError("the bundle's front is empty", path=self.source, field="front")
         if not affordable:
             cheapest = min(candidates, key=lambda e: e.relative_macs)
             raise DyceError(
@@ -562,21 +627,42 @@ class EarlyExitRuntime:
         return self._activate(best)
 
     def set_lambda(self, lambda_value: float, method: str | None = None) -> FrontEntry:
-        """The front configuration searched with the λ nearest ``lambda_value``.
+        """The configuration searched with ``lambda_value``.
 
-        With several methods in the front, ``method`` picks one. Ties go to the more accurate.
+        From the bundle's searched configurations (``dyce bundle --searched``): the one searched
+        with this λ, else the one with the nearest searched λ (its λ is in :attr:`current`).
+        For a method without them only the front is known, where a λ whose configuration was
+        filtered out would silently get another λ's configuration: there, a λ that is not a
+        front row raises :class:`DyceError`. With several methods, ``method`` picks one.
         """
-        rows = [e for e in self.front if e.lambda_value is not None
-                and (method is None or e.method == method)]
+        target = float(lambda_value)
+        if not math.isfinite(target) or target < 0:
+            raise DyceError(f"is {lambda_value!r}; give a λ >= 0 such as 0.9",
+                            path=self.source, field="lambda")
+        def matching(entries: Sequence[FrontEntry]) -> list[FrontEntry]:
+            return [e for e in entries if e.lambda_value is not None
+                    and (method is None or e.method == method)]
+
+        rows, from_searched = matching(self.searched), True
         if not rows:
-            raise DyceError(f"the front has no λ configuration{'' if method is None else ' of ' + method}",
+            rows, from_searched = matching(self.front), False
+        what = "searched table" if from_searched else "front"
+        if not rows:
+            raise DyceError(f"the bundle has no λ configuration"
+                            f"{'' if method is None else ' of ' + method}",
                             path=self.source, field="lambda")
         methods = sorted({e.method for e in rows})
         if len(methods) > 1:
-            raise DyceError(f"the front has λ configurations of {', '.join(methods)}; "
+            raise DyceError(f"the {what} has λ configurations of {', '.join(methods)}; "
                             "choose a method", path=self.source, field="method")
-        target = float(lambda_value)
-        best = min(rows, key=lambda e: (abs(e.lambda_value - target), -e.relative_acc))
+        best = min(rows, key=lambda e: abs(e.lambda_value - target))
+        exact = abs(best.lambda_value - target) <= 1e-9 * max(1.0, abs(target))
+        if not exact and not from_searched:
+            listed = ", ".join(f"{v:g}" for v in sorted({e.lambda_value for e in rows}))
+            raise DyceError(
+                f"λ = {target:g} is not a row of the bundle's front ({listed}), and the bundle "
+                "keeps no searched table to find its configuration; rebuild it with "
+                "dyce bundle --searched EVAL.parquet", path=self.source, field="lambda")
         return self._activate(best)
 
     def set_risk(self, tolerance: float, delta: float,

@@ -1,6 +1,7 @@
 rule bundle:
     input:
         get_library_inputs("bundle"),
+        unpack(get_bundle_calibration),
         exits="results/{dataset}/{model}/exits.pt",
         fronts=get_bundle_fronts,
         macs="results/{dataset}/{model}/macs_info.json",
@@ -18,6 +19,7 @@ rule bundle:
         runtime=10,
     params:
         upstream=get_upstream_digest("search"),
+        calibration=get_bundle_calibration_options,
     shell:
         "dyce bundle --exits {input.exits} --front {input.fronts} --macs-info {input.macs}"
-        " --out {output} > {log} 2>&1"
+        " {params.calibration} --out {output} > {log} 2>&1"
