@@ -49,6 +49,7 @@ def test_paper_config_names_the_papers_models_exits_and_grid(paper):
         assert spec["dataset"] == "imagenet"
         assert spec["weights"]  # pretrained: no backbone training
         assert spec["exit_types"] == PAPER_EXIT_TYPES
+        assert spec["exit_training"]["feature_cache"]  # one backbone pass, not 50
     assert paper["datasets"]["imagenet"]["kind"] == "imagefolder"
     assert paper["search"]["lambdas"] == {"start": 0.5, "stop": 1.05, "step": 0.001}
 
@@ -67,13 +68,16 @@ def test_dry_run_plans_the_reproduction(tmp_path, paper):
     for model, architecture in PAPER_MODELS.items():
         mine = [job for job in jobs if f"/{model}/" in job["output"]]
         rules = by_rule([(job["rule"], job["output"]) for job in mine])
+        shards = paper["record"]["shards"]
         assert rules["train_exits"] == 1 and rules["macs_analysis"] == 1
-        assert rules["record"] == 2  # search (= the training set) and val
+        assert rules["record_shard"] == 2 * shards  # search (= the training set) and val
+        assert rules["concat_records"] == 2
+        assert rules["cache_features_shard"] == shards and rules["concat_features"] == 1
         (train,) = [job for job in mine if job["rule"] == "train_exits"]
         weights = paper["models"][model]["weights"]
         assert f"--model {architecture} " in train["shell"]
         assert f"--weights {weights} " in train["shell"]
-        assert "--epochs 50 " in train["shell"]
+        assert "--epochs 50 " in train["shell"] and "--features " in train["shell"]
         searches = [job for job in mine if job["rule"].startswith("search_") and
                     "--lambda" in job["shell"]]
         assert searches
@@ -100,7 +104,7 @@ def test_cluster_dry_run_gives_the_gpu_jobs_paper_sized_resources(tmp_path):
         elif rule and line.startswith("    resources: "):
             resources.setdefault(rule, line)
     assert "gpu=1" in resources["train_exits"] and "runtime=2880" in resources["train_exits"]
-    assert "gpu=1" in resources["record"]
+    assert "gpu=1" in resources["record_shard"] and "gpu=1" in resources["cache_features_shard"]
     assert "slurm_account=" in resources["train_exits"]  # the cluster profile's defaults stay
 
 
@@ -126,15 +130,17 @@ def test_tiny_imagenet_run_of_the_paper_rules(tmp_path):
     )
     quick = config["models"]["convnextv2_atto"]  # the paper's quick model, untrained here
     quick.update(weights=None, exit_types=["mlp1x32", "mlp2x16"])
-    quick["exit_training"] = {"epochs": 1, "batch_size": 9, "lr": 0.001, "workers": 0}
+    quick["exit_training"].update(epochs=1, batch_size=9)  # the cache as in the paper
     quick["backbone_training"] = {"epochs": 1, "batch_size": 9}
     config["models"] = {"convnextv2_atto": quick}
+    config["record"]["batch_size"] = 2  # every one of the 4 shards needs a batch (val: 9 images)
     config["search"].update(methods=["onepass", "circular"], peers=["global_threshold"])
     path = workdir / "config" / "test" / "paper_tiny.yaml"
     path.write_text(yaml.safe_dump(config))
     result = snakemake(workdir, config="config/test/paper_tiny.yaml", timeout=1500)
     ran = by_rule(parse_jobs(result.stdout + result.stderr))
-    for rule in ("prepare_data", "train_backbone", "train_exits", "record", "macs_analysis",
+    for rule in ("prepare_data", "train_backbone", "cache_features_shard", "concat_features",
+                 "train_exits", "record_shard", "concat_records", "macs_analysis",
                  "evaluate", "front", "plot", "summary", "bundle"):
         assert ran.get(rule, 0) >= 1, (rule, ran)
     out = workdir / "results" / "imagenet" / "convnextv2_atto"

@@ -370,6 +370,7 @@ def _brute_force_risk(front, calibration, macs, tolerance, delta, search_losses=
             break
         evaluation = evaluate_any(calibration, macs, front[i].as_config())
         passed.append((evaluation.relative_macs, -evaluation.relative_acc, len(passed), i))
+    passed = [item for item in passed if item[0] < 1.0]  # else the original model is cheaper
     return min(passed)[-1] if passed else None
 
 

@@ -61,6 +61,7 @@ def _brute_force_selection(candidates, records, macs, tolerance, delta, loss):
         if bound > tolerance:
             break
         passed.append((evaluation.relative_macs, -evaluation.relative_acc, len(passed), i, bound))
+    passed = [item for item in passed if item[0] < 1.0]  # else the original model is cheaper
     if not passed:
         return original_config(records.num_positions), False, 0.0, tested
     *_, i, bound = min(passed)
@@ -324,3 +325,33 @@ def test_summary_shows_both_views(files, tmp_path):
         assert row["selected_macs_saved"] == pytest.approx(mine["macs_saved"])
         assert row["selected_accuracy_drop"] == pytest.approx(mine["accuracy_drop"])
         assert row["selected_met_tolerance"] == mine["met_tolerance"]
+
+
+def test_select_accepts_tables_whose_model_column_was_renamed(files, tmp_path):
+    """The workflow names tables after the config's model key (dyce search --model), which
+    differs from the architecture the records name; provenance comes from the search records."""
+    renamed = tmp_path / "renamed.parquet"
+    assert main(["search", files["search"], "--macs-info", files["macs"], "--method",
+                 "onepass", "--lambda", "0.9", "--model", "my_key", "--no-progress",
+                 "--out", str(renamed)]) == 0
+    out = tmp_path / "choice.json"
+    assert main(["select", str(renamed), "--records", files["calib"], "--macs-info",
+                 files["macs"], "--tolerance", "0.05", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["onepass"]["search_row"]["model"] == "my_key"
+
+
+def test_the_original_model_keeps_the_tables_model_name(files, tmp_path):
+    renamed = tmp_path / "renamed.parquet"
+    assert main(["search", files["search"], "--macs-info", files["macs"], "--method",
+                 "onepass", "--lambda", "0.9", "--model", "my_key", "--no-progress",
+                 "--out", str(renamed)]) == 0
+    choice, checked = tmp_path / "choice.json", tmp_path / "checked.parquet"
+    assert main(["select", str(renamed), "--records", files["calib"], "--macs-info",
+                 files["macs"], "--tolerance", "0.0001", "--delta", "0.01",
+                 "--out", str(choice)]) == 0
+    assert json.loads(choice.read_text())["onepass"]["passed"] is False
+    assert main(["evaluate", str(choice), "--records", files["val"], "--macs-info",
+                 files["macs"], "--no-progress", "--out", str(checked)]) == 0
+    import polars as pl
+
+    assert pl.read_parquet(checked)["model"].to_list() == ["my_key"]  # joins the summary

@@ -7,6 +7,7 @@ would rerun (dry run) and check that it is exactly the affected branch of the DA
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import shutil
@@ -154,6 +155,7 @@ def branch(tiny: dict, model: str) -> dict[str, int]:
     spec = tiny["models"][model]
     search = {**tiny["search"], **spec.get("search", {})}
     methods, peers = search["methods"], search["peers"]
+    calibrated = tiny["datasets"][spec["dataset"]].get("calib_fraction", 0) > 0
     jobs = {
         "train_exits": 1,
         "record": len(tiny["record"]["splits"]),
@@ -164,6 +166,8 @@ def branch(tiny: dict, model: str) -> dict[str, int]:
         "plot": 1,
         "model_summary": 1,
         "bundle": 1 if tiny.get("bundle", {}).get("enabled", True) else 0,
+        "select": 1 if calibrated else 0,
+        "check_selection": 1 if calibrated else 0,
     }
     return {rule: count for rule, count in jobs.items() if count}
 
@@ -192,6 +196,15 @@ def test_base_run_builds_every_result_of_both_models(base, tiny):
             front = pl.read_parquet(workdir / f"results/digits/{model}/front/{method}.parquet")
             assert front.height >= 1
             assert set(front["lambda"].to_list()) <= set(search["lambdas"])
+        # Both views: the validation-picked figure and the configuration chosen on calib.
+        choice = json.loads((workdir / f"results/digits/{model}/choice.json").read_text())
+        assert sorted(choice) == sorted(search["methods"] + search["peers"])
+        checked = pl.read_parquet(workdir / f"results/digits/{model}/choice_val.parquet")
+        for row in rows.iter_rows(named=True):
+            mine = checked.filter(pl.col("method") == row["method"]).row(0, named=True)
+            assert row["selected_macs_saved"] == pytest.approx(mine["macs_saved"])
+            assert row["selected_met_tolerance"] == mine["met_tolerance"]
+            assert json.loads(mine["config"]) == choice[row["method"]]["config"]
     counts = by_rule(base["jobs"])
     assert counts["prepare_data"] == 1  # one dataset, shared by both models
     assert counts["train_backbone"] == 2 and counts["macs_analysis"] == 2
@@ -231,6 +244,8 @@ def test_one_more_lambda_reruns_that_models_dyce_searches_only(base, tiny):
         ("model_summary", "results/digits/b/summary.csv"),
         ("summary", "results/summary.csv"),
         ("bundle", "results/digits/b/bundle.pt"),
+        ("select", "results/digits/b/choice.json"),
+        ("check_selection", "results/digits/b/choice_val.parquet"),
     ])
 
 
@@ -248,7 +263,8 @@ def test_dataset_seed_change_reruns_everything_downstream(base):
 @pytest.mark.parametrize(("module", "expected"), [
     ("report/plots.py", {"plot": 2, "model_summary": 2, "summary": 1}),
     ("search/cuts.py", {"search_dyce": 3, "search_peer": 4, "evaluate": 7, "front": 7,
-                       "plot": 2, "model_summary": 2, "summary": 1, "bundle": 2}),
+                       "plot": 2, "model_summary": 2, "summary": 1, "bundle": 2,
+                       "select": 2, "check_selection": 2}),
 ])
 def test_editing_a_module_reruns_exactly_the_jobs_that_import_it(base, module, expected):
     """The jobs whose command imports the module rerun for it; the rest of the plan is what
@@ -520,7 +536,7 @@ def test_sharded_recording_gives_the_files_of_one_job(base, tmp_path):
     for path in records:
         path.unlink()
     config = write_config(workdir, "sharded", lambda c: c["record"].update(shards=3))
-    result = snakemake(workdir, "records", config=config)
+    result = snakemake(workdir, "--printshellcmds", "records", config=config)
     counts = by_rule(parse_jobs(result.stdout + result.stderr))
     assert counts["record_shard"] == 3 * len(records)
     assert counts["concat_records"] == len(records) and "record" not in counts

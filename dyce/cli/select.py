@@ -84,6 +84,9 @@ def run_select(args: argparse.Namespace) -> int:
                                tables=[str(p) for p in args.tables],
                                macs_info=str(args.macs_info), split=records.split,
                                model=records.model, dataset=records.dataset)
+    for method, candidates in groups.items():  # names as in the tables (e.g. the config's key)
+        document[method].update(model=candidates[0].row.get("model") or records.model,
+                                dataset=candidates[0].row.get("dataset") or records.dataset)
     write_json(args.out, document)
     for method, selection in selections.items():
         print(f"dyce select: {selection.summary(method)}")

@@ -377,6 +377,8 @@ def search_metadata(records: ExitRecords, **options: Any) -> dict:
         "position_names": list(records.position_names),
         "num_classes": records.num_classes,
         "search_records": records.source,
+        "search_model": records.model,
+        "search_dataset": records.dataset,
         "search_split": records.split,
         "search_num_samples": records.num_samples,
         "records_model": records.model,

@@ -93,7 +93,8 @@ class Selection:
     Attributes:
         config: ``[[exit_type or -1, threshold], …]`` per candidate position (or a patience
             setting); the original model ``[[-1, 1.0], …]`` when nothing passed.
-        passed: whether a searched configuration passed (``False``: the original model).
+        passed: whether a searched configuration cheaper than the original model passed
+            (``False``: the original model).
         relative_macs, relative_acc, accuracy_drop, raw_acc: calibration-split figures of
             ``config`` (``accuracy_drop = 1 - relative_acc``).
         loss: ``loss_name="breaks"``: fraction of the final head's right calibration answers
@@ -303,6 +304,9 @@ def select_operating_point(
     common = dict(bound_name=bound, loss_name=loss, tolerance=tolerance, delta=delta,
                   num_samples=records.num_samples, num_final_correct=kept, tested=tested,
                   candidates=len(candidates), order=order)
+    # The original model (relative MACs 1, loss 0) is always valid: a passed configuration is
+    # only worth choosing when it is cheaper.
+    passed = [item for item in passed if item[1].relative_macs < 1.0]
     if not passed:
         return Selection(config=original_config(records.num_positions), passed=False,
                          relative_macs=1.0, relative_acc=1.0, accuracy_drop=0.0,
@@ -364,8 +368,8 @@ def candidates_by_method(
     """The configurations of search tables, grouped by their ``method`` column.
 
     ``tables``: ``(path, polars DataFrame, metadata)`` as :func:`dyce.results.read_table` gives.
-    Every table must be of the model, dataset and exit table of ``records`` (the calibration
-    split), which must not be the split the table was searched on. Raises :class:`DyceError`
+    Every table must have been searched on records of the model, dataset and exit table of
+    ``records`` (the calibration split), which must not be the split it was searched on. Raises :class:`DyceError`
     naming the table and the field otherwise.
     """
     from dyce.report.tables import parse_config
@@ -394,12 +398,18 @@ def _check_provenance(path: str, df: Any, metadata: dict, records: ExitRecords) 
     if classes is not None and classes != records.num_classes:
         raise DyceError(f"searched on {classes} classes, but {records.source} have "
                         f"{records.num_classes}", path=path, field="num_classes")
+    # The records the table was searched on name their model and dataset (the table's own
+    # model/dataset columns may be renamed with dyce search --model/--dataset).
     for name in ("model", "dataset"):
-        ours = getattr(records, name)
-        theirs = sorted({v for v in df.get_column(name).to_list() if v}) if name in df.columns else []
-        if ours and theirs and theirs != [ours]:
-            raise DyceError(f"searched for {name} {', '.join(theirs)}, but the calibration "
+        ours, theirs = getattr(records, name), metadata.get(f"search_{name}")
+        if ours and theirs and theirs != ours:
+            raise DyceError(f"searched on records of {name} {theirs}, but the calibration "
                             f"records {records.source} are of {ours}", path=path, field=name)
+    names = metadata.get("position_names")
+    if names is not None and list(names) != list(records.position_names):
+        raise DyceError(f"searched on records with positions {list(names)}, but "
+                        f"{records.source} have {list(records.position_names)}", path=path,
+                        field="position_names")
     searched_on = metadata.get("search_records")
     same_file = searched_on is not None and records.source is not None and (
         _same_path(searched_on, records.source))
@@ -437,8 +447,8 @@ def choice_table(choice: dict[str, dict[str, Any]]) -> Any:
         row = {name: None for name in SEARCH_SCHEMA}
         row.update({key: val for key, val in (value.get("search_row") or {}).items()
                     if key in SEARCH_SCHEMA})
-        row.update(model=row["model"] or source.get("model") or "",
-                   dataset=row["dataset"] or source.get("dataset") or "",
+        row.update(model=row["model"] or value.get("model") or source.get("model") or "",
+                   dataset=row["dataset"] or value.get("dataset") or source.get("dataset") or "",
                    method=method, config=config_to_json(value["config"]))
         row.update(tolerance=float(value["tolerance"]), delta=float(value["delta"]),
                    passed=bool(value["passed"]))

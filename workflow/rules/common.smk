@@ -30,6 +30,12 @@ DATASET_KINDS = {
         "in_channels": 1,
         "augmented": False,
     },
+    "digits_deformed": {
+        "num_classes": 10,
+        "input_size": 8,
+        "in_channels": 1,
+        "augmented": False,
+    },
     "cifar10": {
         "num_classes": 10,
         "input_size": 32,
@@ -285,7 +291,7 @@ check_config()
 wildcard_constraints:
     dataset=one_of(config["datasets"]),
     model=one_of(config["models"]),
-    split="train|search|val",
+    split="train|search|calib|val",
     chunk="[0-9]+",
     shard="[0-9]+",
     shards="[0-9]+",
@@ -334,12 +340,24 @@ def get_all_fronts():
     return [path for model in config["models"] for path in get_model_fronts(model)]
 
 
+def is_calibrated(model):
+    """Whether ``model``'s dataset holds out a calib split (then ``dyce select`` runs)."""
+    return config["datasets"][get_dataset(model)]["calib_fraction"] > 0
+
+
+def get_selection_check(model):
+    """The validation figures of the model's configurations chosen on calib (dyce select)."""
+    return f"{get_model_dir(model)}/choice_val.parquet"
+
+
 def get_all_targets():
     """Everything the default pipeline produces."""
     targets = ["results/summary.csv", *get_record_targets(), *get_macs_targets()]
     for model in config["models"]:
         base = get_model_dir(model)
         targets += [f"{base}/pareto.png", f"{base}/summary.csv"]
+        if is_calibrated(model):
+            targets += [f"{base}/choice.json", get_selection_check(model)]
         targets += [f"{base}/front/{method}.csv" for method in get_methods(model)]
         if config["bundle"]["enabled"]:
             targets.append(f"{base}/bundle.pt")
@@ -362,6 +380,47 @@ CHUNKED_MODELS = [model for model in config["models"] if is_chunked(model)]
 
 def get_fronts(wildcards):
     return get_model_fronts(wildcards.model)
+
+
+def get_select_tables(wildcards):
+    """Every searched method's table of one model (the candidates of dyce select)."""
+    return [
+        get_search_table(wildcards.model, method)
+        for method in get_methods(wildcards.model)
+    ]
+
+
+def get_model_selection_checks(wildcards):
+    """The model's checked selection, when its dataset has a calib split."""
+    model = wildcards.model
+    return [get_selection_check(model)] if is_calibrated(model) else []
+
+
+def get_all_selection_checks():
+    return [get_selection_check(m) for m in config["models"] if is_calibrated(m)]
+
+
+def get_selected_option(wildcards, input):
+    """``--selected`` of dyce summary: the checked selections among the inputs, if any."""
+    return f"--selected {' '.join(input.selected)}" if input.selected else ""
+
+
+def get_bundle_calibration(wildcards):
+    """Calib and search records for the bundle's risk control, when there is a calib split."""
+    if not is_calibrated(wildcards.model):
+        return {}
+    base = get_model_dir(wildcards.model)
+    return {
+        "calib": f"{base}/records/calib.parquet",
+        "search": f"{base}/records/search.parquet",
+    }
+
+
+def get_bundle_calibration_options(wildcards, input):
+    """``--calibration-records``/``--search-records`` of dyce bundle, when calibrated."""
+    if not hasattr(input, "calib"):
+        return ""
+    return f"--calibration-records {input.calib} --search-records {input.search}"
 
 
 def get_bundle_fronts(wildcards):
@@ -469,6 +528,10 @@ def get_prepare_options(wildcards):
     ]
     if spec["search_split"] == "heldout":
         options.append(f"--search-fraction {spec['search_fraction']}")
+    if spec["calib_fraction"] > 0:
+        options.append(f"--calib-fraction {spec['calib_fraction']}")
+    if "copies" in spec:
+        options.append(f"--copies {spec['copies']}")
     if "image_size" in spec:
         options.append(f"--image-size {spec['image_size']}")
     if spec["root"] is not None:

@@ -35,6 +35,7 @@ rule model_summary:
     input:
         get_library_inputs("summary"),
         fronts=get_fronts,
+        selected=get_model_selection_checks,
     output:
         csv="results/{dataset}/{model}/summary.csv",
         html=report(
@@ -57,15 +58,17 @@ rule model_summary:
         upstream=get_upstream_digest("search"),
         tolerance=config["summary"]["tolerance"],
         caption=lambda wildcards: f"{wildcards.model} on {wildcards.dataset}",
+        selected=get_selected_option,
     shell:
-        "dyce summary {input.fronts} --tolerance {params.tolerance} --out {output.csv}"
-        " --html {output.html} --caption '{params.caption}' > {log} 2>&1"
+        "dyce summary {input.fronts} --tolerance {params.tolerance} {params.selected}"
+        " --out {output.csv} --html {output.html} --caption '{params.caption}' > {log} 2>&1"
 
 
 rule summary:
     input:
         get_library_inputs("summary"),
         fronts=get_all_fronts(),
+        selected=get_all_selection_checks(),
     output:
         csv="results/summary.csv",
         html=report(
@@ -86,6 +89,7 @@ rule summary:
         runtime=10,
     params:
         tolerance=config["summary"]["tolerance"],
+        selected=get_selected_option,
     shell:
-        "dyce summary {input.fronts} --tolerance {params.tolerance} --out {output.csv}"
-        " --html {output.html} --caption 'all models' > {log} 2>&1"
+        "dyce summary {input.fronts} --tolerance {params.tolerance} {params.selected}"
+        " --out {output.csv} --html {output.html} --caption 'all models' > {log} 2>&1"

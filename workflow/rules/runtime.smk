@@ -1,6 +1,7 @@
 rule bundle:
     input:
         get_library_inputs("bundle"),
+        unpack(get_bundle_calibration),
         exits="results/{dataset}/{model}/exits.pt",
         fronts=get_bundle_fronts,
         searched=get_bundle_searched,
@@ -19,6 +20,7 @@ rule bundle:
         runtime=10,
     params:
         upstream=get_upstream_digest("search"),
+        calibration=get_bundle_calibration_options,
     shell:
         "dyce bundle --exits {input.exits} --front {input.fronts} --searched {input.searched}"
-        " --macs-info {input.macs} --out {output} > {log} 2>&1"
+        " --macs-info {input.macs} {params.calibration} --out {output} > {log} 2>&1"
