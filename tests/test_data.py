@@ -245,3 +245,18 @@ def test_eval_transform_refuses_unknown_datasets_and_non_square_sizes():
         eval_transform("cifar10", (32, 24))
     assert error.value.field == "input_size"
     assert eval_transform("digits", (8, 12), in_channels=3) is not None
+
+
+def test_an_image_folder_without_image_size_warns_that_the_size_is_implied(tmp_path, capsys):
+    classes = {"train": ["cat", "dog"], "val": ["cat", "dog"]}
+    _write_image_folder(tmp_path, classes, {"train": 4, "val": 2})
+    implied = prepare_splits("imagefolder", root=tmp_path, seed=0, search_fraction=0.5)
+    assert len(implied["warnings"]) == 1
+    assert "no image_size" in implied["warnings"][0] and "24x20 px" in implied["warnings"][0]
+    given = prepare_splits("imagefolder", root=tmp_path, seed=0, search_fraction=0.5,
+                           image_size=16)
+    assert given["warnings"] == []
+    out = tmp_path / "splits.json"
+    assert main(["prepare-data", "--dataset", "imagefolder", "--root", str(tmp_path),
+                 "--seed", "0", "--search-fraction", "0.5", "--out", str(out)]) == 0
+    assert "WARNING: no image_size given" in capsys.readouterr().err
