@@ -6,8 +6,8 @@
 #   scripts/slurm_local.sh stop     stop every daemon started here (by the PIDs in their pid files)
 #   scripts/slurm_local.sh status   exit 0 when the cluster answers and its node is usable
 #
-# Needs root and apt-get (Debian 12, no systemd). Facts behind each step: /work/shared/SLURM.md
-# (munged must run as the munge user; the cluster must exist in accounting before slurmctld
+# Needs root and apt-get (Debian 12, no systemd). Facts behind the steps: docs/cluster notes in
+# README (munged must run as the munge user; the cluster must exist in accounting before slurmctld
 # starts; RealMemory must not exceed what slurmd detects).
 set -euo pipefail
 
@@ -51,7 +51,9 @@ pid_alive() {  # pid_alive PIDFILE
 install_packages() {
     local missing=()
     for pkg in "${PACKAGES[@]}"; do
-        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+        # "rc" (removed, config files left) is not installed: ask for the full status.
+        [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" = "install ok installed" ] \
+            || missing+=("$pkg")
     done
     if [ ${#missing[@]} -gt 0 ]; then
         log "installing ${missing[*]}"

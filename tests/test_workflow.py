@@ -513,15 +513,16 @@ def test_record_shards_plan_batch_aligned_shard_jobs_and_a_join(config_only):
     output = result.stdout + result.stderr
     jobs = parse_jobs(output)
     counts = by_rule(jobs)
-    # 2 models x 2 recorded splits, 3 shards each; each model's cache pass in 3 shards too
-    assert counts["record_shard"] == 12 and counts["concat_records"] == 4
+    # 2 models x 3 splits recorded through the network (search, calib, val), 3 shards each;
+    # each model's cache pass (train) in 3 shards too
+    assert counts["record_shard"] == 18 and counts["concat_records"] == 6
     assert counts["cache_features_shard"] == 6 and counts["concat_features"] == 2
     assert "record" not in counts and "cache_features" not in counts
     assert re.search(r"dyce concat-records results/digits/a/records/val.shard1of3.parquet "
                      r"results/digits/a/records/val.shard2of3.parquet "
                      r"results/digits/a/records/val.shard3of3.parquet "
                      r"--out results/digits/a/records/val.parquet", output)
-    assert len(re.findall(r"--batch-size 64 --amp off --shard [123]/3", output)) == 18
+    assert len(re.findall(r"--batch-size 64 --amp off --shard [123]/3", output)) == 24
 
 
 @pytest.mark.slow
