@@ -42,6 +42,12 @@ def _brute_force_selection(candidates, records, macs, tolerance, delta, loss):
     """Plain re-statement of the procedure: (config, passed, bound, tested)."""
     order = sorted(range(len(candidates)),
                    key=lambda i: (candidates[i].search_loss, -candidates[i].relative_macs_tr, i))
+    staircase, cheapest = [], float("inf")  # only those cheaper than every one before them
+    for i in order:
+        if candidates[i].relative_macs_tr < cheapest:
+            staircase.append(i)
+            cheapest = candidates[i].relative_macs_tr
+    order = staircase
     passed, tested = [], 0
     n = records.num_samples
     final = [int(records.preds[-1, s, 0] == records.labels[s]) for s in range(n)]
@@ -121,7 +127,7 @@ def test_promise_holds_over_calibration_draws(loss):
         evaluation = evaluate_config(population, macs, config)
         true_drop.append(1.0 - evaluation.relative_acc)
     # The order must not depend on the calibration labels: thresholds, most conservative first.
-    candidates = [Candidate(c, 1.0, {"row": i}, search_loss=i * 1e-3)
+    candidates = [Candidate(c, 1.0 - i * 1e-2, {"row": i}, search_loss=i * 1e-3)
                   for i, c in enumerate(reversed(configs))]  # most conservative first
     drops = dict(zip((json.dumps(c) for c in configs), true_drop, strict=True))
     tolerance, delta, n = 0.03, 0.2, 600

@@ -164,7 +164,8 @@ def original_config(num_positions: int) -> list[list[float]]:
 def testing_order(candidates: Sequence[Candidate], order: str = "risk") -> list[int]:
     """Indices of ``candidates`` in testing order (search-split figures only).
 
-    ``"risk"``: loss on the search split, lowest first; ``"macs"``: relative MACs on the search
+    ``"risk"``: loss on the search split, lowest first, keeping only the candidates cheaper
+    than every one before them (:func:`staircase`); ``"macs"``: relative MACs on the search
     split, most expensive first. Remaining ties: the more expensive first, then table order.
     """
     if order not in ORDERS:
@@ -180,7 +181,22 @@ def testing_order(candidates: Sequence[Candidate], order: str = "risk") -> list[
         keys = (index, -macs, np.array([c.search_loss for c in candidates], dtype=np.float64))
     if not all(np.all(np.isfinite(key)) for key in keys):
         raise DyceError("search-split figures must be finite numbers", field="relative_macs_tr")
-    return [int(i) for i in np.lexsort(keys)]
+    ordered = np.lexsort(keys)
+    if order == "risk":
+        ordered = ordered[staircase(macs[ordered])]
+    return [int(i) for i in ordered]
+
+
+def staircase(macs: np.ndarray) -> np.ndarray:
+    """Indices of the entries of float64 ``macs`` (relative MACs, in testing order) that are
+    strictly cheaper than every entry before them.
+
+    In the loss order these are the search split's Pareto front of (loss, MACs): a dropped
+    candidate costs at least as much as one tested before it with no more loss, so it could
+    never be the cheapest passed configuration, only stop the sequence early.
+    """
+    previous = np.minimum.accumulate(np.concatenate(([np.inf], macs[:-1])))
+    return np.flatnonzero(macs < previous)
 
 
 def configuration_losses(records: ExitRecords, macs: MacsInfo,
