@@ -24,7 +24,8 @@ The generator (:func:`make_split`) draws one latent difficulty per sample shared
 (a Gaussian copula), exit accuracies rising with depth and head size, and a top-1 confidence
 that grows with the margin between an exit's skill and the sample's difficulty plus noise;
 ``--variant`` changes the calibration, the accuracy curve, the class count, the head costs or
-the correlation between exits (:data:`VARIANTS`).
+the correlation between exits (:data:`VARIANTS`). ``--variant softmax`` draws the records from
+softmax logits instead, with exits calibrated differently (:func:`make_softmax_split`).
 """
 
 from __future__ import annotations
@@ -57,6 +58,13 @@ class Generator:
     the shared difficulty. The top-1 confidence is ``1/C + (1 − 1/C)·sigmoid(slope·margin +
     bias·skill + noise·ε)``. ``head_cost``: head ``k`` at position ``p`` costs
     ``head_cost·(k+1)·(p+1)`` of the original model.
+
+    ``family="softmax"`` draws the records another way (:func:`make_softmax_split`): ``C``
+    Gaussian logits per exit, a share ``logit_rho`` of their noise common to all exits, the
+    true class raised by a strength growing with depth and head size (scaled by the sample's
+    difficulty), and a per-exit temperature ``exp(N(0, temperature_sd))`` fixed across splits,
+    so exits differ in calibration as trained heads do; prediction and confidence are the
+    softmax's arg max and max.
     """
 
     num_positions: int = 9
@@ -70,6 +78,9 @@ class Generator:
     bias: float = 0.6
     noise: float = 0.5
     head_cost: float = 0.0005
+    family: str = "copula"
+    logit_rho: float = 0.6
+    temperature_sd: float = 0.3
 
 
 VARIANTS = {
@@ -82,6 +93,8 @@ VARIANTS = {
     "1000_classes": Generator(num_classes=1000, final_accuracy=0.76),
     "costly_heads": Generator(head_cost=0.003),
     "weakly_correlated": Generator(rho=0.7),
+    "softmax": Generator(family="softmax"),
+    "softmax_calibrated": Generator(family="softmax", temperature_sd=0.0),
 }
 
 
@@ -96,6 +109,8 @@ def exit_accuracies(gen: Generator) -> np.ndarray:
 
 def make_split(gen: Generator, num_samples: int, seed: int, split: str):
     """:class:`dyce.records.ExitRecords` of ``num_samples`` samples (top-1, float32)."""
+    if gen.family == "softmax":
+        return make_softmax_split(gen, num_samples, seed, split)
     from scipy.special import ndtri
 
     from dyce.records.format import ExitRecords, pred_dtype
@@ -115,6 +130,41 @@ def make_split(gen: Generator, num_samples: int, seed: int, split: str):
         logit = gen.slope * margin + gen.bias * skill + gen.noise * rng.standard_normal(num_samples)
         confs[e, :, 0] = np.minimum(floor + (1 - floor) / (1 + np.exp(-logit)), 0.9999)
         preds[e, :, 0] = np.where(margin > 0, labels, wrong)
+    return ExitRecords(labels=labels, preds=preds, confs=confs,
+                       exit_types=EXIT_TYPES[:gen.num_exit_types],
+                       num_positions=gen.num_positions, num_classes=gen.num_classes,
+                       model="synthetic", dataset="synthetic", split=split)
+
+
+def make_softmax_split(gen: Generator, num_samples: int, seed: int, split: str):
+    """:class:`dyce.records.ExitRecords` from softmax logits (see :class:`Generator`)."""
+    from dyce.records.format import ExitRecords, pred_dtype
+
+    rng = np.random.default_rng(seed)
+    classes = gen.num_classes
+    labels = rng.integers(0, classes, num_samples)
+    difficulty = rng.standard_normal(num_samples).astype(np.float32)
+    common = rng.standard_normal((num_samples, classes), dtype=np.float32)
+    depth = np.repeat(np.arange(1, gen.num_positions) / gen.num_positions, gen.num_exit_types)
+    size = np.tile(np.arange(gen.num_exit_types) / max(gen.num_exit_types - 1, 1),
+                   gen.num_positions - 1)
+    strength = np.append(1.0 + 3.2 * depth**0.9 * (0.85 + 0.15 * size), 4.4)
+    temperature = np.exp(np.random.default_rng(12345).normal(0.0, gen.temperature_sd,
+                                                             strength.size))
+    temperature[-1] = 1.0  # the final head's calibration is the reference
+    preds = np.empty((strength.size, num_samples, 1), dtype=pred_dtype(classes))
+    confs = np.empty((strength.size, num_samples, 1), dtype=np.float32)
+    rows = np.arange(num_samples)
+    for e in range(strength.size):
+        logits = math.sqrt(gen.logit_rho) * common + math.sqrt(1 - gen.logit_rho) \
+            * rng.standard_normal((num_samples, classes), dtype=np.float32)
+        logits[rows, labels] += (strength[e] * (1 - 0.35 * difficulty)).astype(np.float32)
+        logits *= np.float32(1.6 / temperature[e])
+        logits -= logits.max(axis=1, keepdims=True)
+        probs = np.exp(logits)
+        probs /= probs.sum(axis=1, keepdims=True)
+        preds[e, :, 0] = probs.argmax(axis=1)
+        confs[e, :, 0] = probs.max(axis=1)
     return ExitRecords(labels=labels, preds=preds, confs=confs,
                        exit_types=EXIT_TYPES[:gen.num_exit_types],
                        num_positions=gen.num_positions, num_classes=gen.num_classes,
@@ -173,28 +223,31 @@ def search_tables(records, macs, lambdas) -> dict:
     return tables
 
 
-def risk_choice(table, calib, macs, tolerance: float, delta: float):
+def risk_choice(table, calib, macs, tolerance: float, delta: float, *, search=None,
+                order: str = "risk"):
     """The configuration ``dyce select``'s risk control picks on ``calib`` among the method's
     distinct configurations (None: nothing passed, the original model).
 
     :func:`dyce.runtime.selection.select_operating_point`: Learn-then-Test with a
-    Clopper–Pearson bound of the error rate on the samples the final head gets right (which
-    bounds the relative drop), testing from the most to the least expensive configuration on
-    the search figures (``order="macs"``; it needs no per-sample pass over the search split
-    for every candidate, which ``order="risk"`` does).
+    Clopper–Pearson bound (``loss="auto"``). ``order="risk"`` (``dyce select``'s default; needs
+    the ``search`` records) tests the search split's (loss, MACs) staircase in loss order;
+    ``order="macs"`` from the most to the least expensive configuration on the search figures.
     """
-    from dyce.runtime.selection import Candidate, select_operating_point
+    from dyce.runtime.selection import Candidate, select_operating_point, with_search_losses
 
     distinct = table.unique(subset="config", keep="first", maintain_order=True)
     candidates = [Candidate(json.loads(row["config"]), float(row["relative_macs_tr"]), row)
                   for row in distinct.iter_rows(named=True)]
+    if order == "risk":
+        candidates = with_search_losses(candidates, search, macs)
     choice = select_operating_point(candidates, calib, macs, tolerance=tolerance, delta=delta,
-                                    order="macs")
+                                    order=order)
     return choice.config if choice.passed else None
 
 
 def run_once(gen: Generator, size: int, seed: int, *, val_size: int, calib_size: int | None,
-             lambdas: list[float], tolerance: float, delta: float) -> dict:
+             lambdas: list[float], tolerance: float, delta: float,
+             order: str = "risk") -> dict:
     """Figures of every method for one (size, seed)."""
     from dyce.evaluate.exact import evaluate_config
     from dyce.macs.info import load_macs_info
@@ -211,7 +264,8 @@ def run_once(gen: Generator, size: int, seed: int, *, val_size: int, calib_size:
     for method, table in tables.items():
         evaluated = evaluate_table(table, records["val"], macs)
         picked = savings_at_tolerance(evaluated, tolerance)
-        config = risk_choice(table, records["calib"], macs, tolerance, delta)
+        config = risk_choice(table, records["calib"], macs, tolerance, delta,
+                             search=records["search"], order=order)
         if config is None:
             saved, drop = 0.0, 0.0
         else:
@@ -273,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-classes", type=int, help="override the variant's class count")
     parser.add_argument("--tolerance", type=float, default=0.005)
     parser.add_argument("--delta", type=float, default=0.1)
+    parser.add_argument("--order", choices=("risk", "macs"), default="risk",
+                        help="testing order of view (b) (default: dyce select's)")
     parser.add_argument("--json", type=Path, help="also write every figure as JSON")
     args = parser.parse_args(argv)
     gen = VARIANTS[args.variant]
@@ -286,12 +342,13 @@ def main(argv: list[str] | None = None) -> int:
         for seed in range(args.seeds):
             results[size].append(run_once(gen, size, seed, val_size=args.val_size,
                                           calib_size=args.calib_size, lambdas=lambdas,
-                                          tolerance=args.tolerance, delta=args.delta))
+                                          tolerance=args.tolerance, delta=args.delta,
+                                          order=args.order))
             print(f"size {size} seed {seed}: " + ", ".join(
                 f"{m} {100 * r['val_picked']:.1f}" for m, r in results[size][-1].items()),
                 file=sys.stderr, flush=True)
     print(f"variant {args.variant}, val {args.val_size}, tolerance {args.tolerance}, "
-          f"delta {args.delta}, {time.perf_counter() - started:.0f} s\n")
+          f"delta {args.delta}, order {args.order}, {time.perf_counter() - started:.0f} s\n")
     print(report(results, args.sizes, args.seeds))
     if args.json:
         args.json.write_text(json.dumps({str(k): v for k, v in results.items()}, indent=1))
