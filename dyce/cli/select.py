@@ -33,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "clopper-pearson)")
     parser.add_argument("--order", choices=("risk", "macs"), default="risk",
                         help="testing order, from the search split only: each configuration's "
-                        "loss on the search records, lowest first (default), or its relative "
+                        "loss on the search records, lowest first, each cheaper than the ones before "
+                        "(default), or its relative "
                         "MACs there, most expensive first")
     parser.add_argument("--loss", choices=("auto", "breaks", "net"), default="auto",
                         help="what the test bounds: 'breaks', the final head's right answers the "

@@ -27,8 +27,9 @@ the better of the two on both kinds of data, at the price of halving ``delta``.
 
 Which configuration (Learn-then-Test, fixed-sequence testing). The candidates are tested one by
 one in an order fixed *without the calibration split* — by default the loss measured on the
-search split (the relative drop for ``net``/``auto``), lowest first (ties: the more expensive first) — each for ``H0: r > tolerance`` at
-level ``delta``, stopping at the first one not rejected. The family-wise error of the rejected set
+search split (the relative drop for ``net``/``auto``), lowest first (ties: the more expensive
+first), skipping any candidate not cheaper than every one before it (:func:`staircase`) — each
+for ``H0: r > tolerance`` at level ``delta``, stopping at the first one not rejected. The family-wise error of the rejected set
 is then at most ``delta`` without a multiplicity correction, so *any* rule may pick among the
 rejected (passed) configurations: we take the cheapest on the calibration split. Ordering by the
 search split's loss tests the configurations most likely to pass first, so one risky
