@@ -113,7 +113,7 @@ def make_split(gen: Generator, num_samples: int, seed: int, split: str):
         return make_softmax_split(gen, num_samples, seed, split)
     from scipy.special import ndtri
 
-    from dyce.records.format import ExitRecords, pred_dtype
+    from dyce.records.format import pred_dtype
 
     rng = np.random.default_rng(seed)
     accuracy = exit_accuracies(gen)
@@ -130,6 +130,13 @@ def make_split(gen: Generator, num_samples: int, seed: int, split: str):
         logit = gen.slope * margin + gen.bias * skill + gen.noise * rng.standard_normal(num_samples)
         confs[e, :, 0] = np.minimum(floor + (1 - floor) / (1 + np.exp(-logit)), 0.9999)
         preds[e, :, 0] = np.where(margin > 0, labels, wrong)
+    return synthetic_records(gen, labels, preds, confs, split)
+
+
+def synthetic_records(gen: Generator, labels, preds, confs, split: str):
+    """:class:`dyce.records.ExitRecords` of the generated arrays (``preds``/``confs`` ``(E, N, 1)``)."""
+    from dyce.records.format import ExitRecords
+
     return ExitRecords(labels=labels, preds=preds, confs=confs,
                        exit_types=EXIT_TYPES[:gen.num_exit_types],
                        num_positions=gen.num_positions, num_classes=gen.num_classes,
@@ -138,7 +145,7 @@ def make_split(gen: Generator, num_samples: int, seed: int, split: str):
 
 def make_softmax_split(gen: Generator, num_samples: int, seed: int, split: str):
     """:class:`dyce.records.ExitRecords` from softmax logits (see :class:`Generator`)."""
-    from dyce.records.format import ExitRecords, pred_dtype
+    from dyce.records.format import pred_dtype
 
     rng = np.random.default_rng(seed)
     classes = gen.num_classes
@@ -165,10 +172,7 @@ def make_softmax_split(gen: Generator, num_samples: int, seed: int, split: str):
         probs /= probs.sum(axis=1, keepdims=True)
         preds[e, :, 0] = probs.argmax(axis=1)
         confs[e, :, 0] = probs.max(axis=1)
-    return ExitRecords(labels=labels, preds=preds, confs=confs,
-                       exit_types=EXIT_TYPES[:gen.num_exit_types],
-                       num_positions=gen.num_positions, num_classes=gen.num_classes,
-                       model="synthetic", dataset="synthetic", split=split)
+    return synthetic_records(gen, labels, preds, confs, split)
 
 
 def make_macs(gen: Generator) -> dict:
